@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh clone:
+#   make train   creates .venv, installs npembed, prepares the data, trains the tutorial model
+#   make test    creates .venv, installs npembed, runs every test (parity tests included)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The shared offline archive, when this checkout has one beside it; otherwise npembed looks at
+# --data / NPEMBED_DATA and tells you what to pass.
+SHARED_DATA := $(wildcard ../shared/data/aclImdb_labeled.tar.gz)
+DATA   ?= $(if $(NPEMBED_DATA),$(NPEMBED_DATA),$(SHARED_DATA))
+RUN    ?= runs/tutorial
+PYTEST_ARGS ?=
+
+export NPEMBED_DATA := $(DATA)
+
+.PHONY: install train test quick-bench bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	touch $@
+
+train: install
+	$(BIN)/npembed prepare
+	$(BIN)/npembed train --out $(RUN)
+
+test: install
+	$(BIN)/python -m pytest tests parity_tests $(PYTEST_ARGS)
+
+quick-bench: install
+	$(BIN)/python -m benchmarks --quick
+
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info

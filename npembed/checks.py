@@ -1,0 +1,73 @@
+"""Input checks shared by the layers, the model and the data pipeline.
+
+Each raises ``TypeError`` or ``ValueError`` with a message that says what was wrong and what to
+do.  They exist because NumPy would otherwise accept bad input silently: a negative token id
+indexes from the end of the table, a float id is truncated, a (batch,) label vector broadcasts
+against (batch, 1) logits into a (batch, batch) matrix.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_token_ids(ids, input_dim: int) -> np.ndarray:
+    """Return ``ids`` as an int64 array of shape (batch, seq_len), or raise.
+
+    Accepts any integer array-like of rank 2 whose values lie in [0, input_dim).
+    """
+    ids = np.asarray(ids)
+    if ids.dtype == object or not (np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool):
+        if np.issubdtype(ids.dtype, np.floating) and ids.size and np.all(np.mod(ids, 1) == 0):
+            hint = " They look like whole numbers: convert with ids.astype('int64')."
+        else:
+            hint = ""
+        raise TypeError(f"token ids must be an integer array, got dtype {ids.dtype}.{hint}")
+    if ids.dtype == bool:
+        raise TypeError("token ids must be an integer array, got dtype bool")
+    if ids.ndim != 2:
+        raise ValueError(
+            f"token ids must have shape (batch, seq_len), got shape {ids.shape} (rank {ids.ndim}); "
+            "a single review needs a batch axis: ids[None, :]")
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"empty batch: token ids have shape {ids.shape}; every batch needs at "
+                         "least one review of at least one token")
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0:
+        raise ValueError(f"token ids must be >= 0, found {low} (NumPy would silently index from "
+                         "the end of the table); 0 is the padding id")
+    if high >= input_dim:
+        raise ValueError(f"token id {high} is out of range for an Embedding with input_dim="
+                         f"{input_dim} (valid ids are 0..{input_dim - 1}); was the data encoded "
+                         "with a different vocabulary?")
+    return ids.astype(np.int64, copy=False)
+
+
+def check_labels(labels, batch_size: int) -> np.ndarray:
+    """Return binary labels as a float array of shape (batch,), or raise.
+
+    Accepts shape (batch,) or (batch, 1), values in {0, 1} (ints, bools or floats).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or labels.shape[0] != batch_size:
+        raise ValueError(f"labels must have shape ({batch_size},) or ({batch_size}, 1) to match "
+                         f"the batch of {batch_size} reviews, got shape {labels.shape}")
+    if labels.dtype == object or not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
+        raise TypeError(f"labels must be numeric 0/1 values, got dtype {labels.dtype}")
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        raise ValueError(f"labels must be 0 (negative) or 1 (positive), found {labels[bad][0]!r} "
+                         f"at position {int(np.argmax(bad))}")
+    return labels
+
+
+def check_float_dtype(dtype) -> np.dtype:
+    """Return ``np.float32`` or ``np.float64``, or raise for anything else."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from err
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    return dtype

@@ -1,0 +1,27 @@
+"""Weight initializers, as Keras's, drawn from a seeded ``numpy.random.Generator``.
+
+TensorFlow's random streams cannot be reproduced in NumPy, so the *distributions* match Keras
+and the *values* do not: to compare with Keras, copy weights across with ``set_weights``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_uniform(shape: tuple[int, ...], rng: np.random.Generator, dtype: np.dtype,
+                   minval: float = -0.05, maxval: float = 0.05) -> np.ndarray:
+    """Keras ``RandomUniform(-0.05, 0.05)``, the ``Embedding`` default."""
+    return rng.uniform(minval, maxval, size=shape).astype(dtype)
+
+
+def glorot_uniform(shape: tuple[int, int], rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """Keras ``GlorotUniform`` for a ``(fan_in, fan_out)`` kernel: U(-limit, limit),
+    ``limit = sqrt(6 / (fan_in + fan_out))``."""
+    fan_in, fan_out = shape
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape).astype(dtype)
+
+
+def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Keras ``Zeros``, the ``Dense`` bias default."""
+    return np.zeros(shape, dtype=dtype)
