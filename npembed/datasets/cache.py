@@ -1,0 +1,87 @@
+"""The on-disk cache of the vocabulary and the encoded splits.
+
+Layout: ``<cache_dir>/imdb_subwords8k/<input sha256[:16]>-v<FORMAT>/`` holding
+
+    vocab.subwords          the encoder, in tfds's file format
+    train.npz, test.npz     ids, offsets, labels, keys of each split
+    <file>.sha256           the sha256 of each file above, written after it
+
+Every file is written atomically; a file counts as present only when its ``.sha256`` exists and
+matches, so a cache cut short or corrupted is detected on load and rebuilt, never half-used.
+A change of input changes the folder (the input's sha256 is in its name), and so does a change
+of the encoding code (FORMAT).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from npembed.atomic import atomic_save_npz, atomic_write_text
+from npembed.datasets.batching import EncodedSplit
+
+FORMAT = 1
+ENV_VAR = "NPEMBED_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$NPEMBED_CACHE``, else ``$XDG_CACHE_HOME/npembed``, else ``~/.cache/npembed``."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "npembed"
+
+
+class Cache:
+    """One input's cache folder."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None, input_id: str):
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.folder = root / "imdb_subwords8k" / f"{input_id[:16]}-v{FORMAT}"
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def is_valid(self, name: str) -> bool:
+        """True when ``name`` and its checksum file exist and agree."""
+        path, checksum = self.path(name), self.path(name + ".sha256")
+        if not (path.is_file() and checksum.is_file()):
+            return False
+        return checksum.read_text().strip() == _sha256(path)
+
+    def seal(self, name: str) -> None:
+        """Record the checksum of a file just written (atomically), making it valid."""
+        atomic_write_text(self.path(name + ".sha256"), _sha256(self.path(name)) + "\n")
+
+    def save_split(self, split: EncodedSplit) -> None:
+        name = f"{split.name}.npz"
+        atomic_save_npz(self.path(name), ids=split.ids, offsets=split.offsets, labels=split.labels,
+                        keys=split.keys, format=np.array(FORMAT))
+        self.seal(name)
+
+    def load_split(self, name: str) -> EncodedSplit | None:
+        """The cached split, or None when it is missing, corrupt or of another format."""
+        file = f"{name}.npz"
+        if not self.is_valid(file):
+            return None
+        try:
+            with np.load(self.path(file), allow_pickle=False) as data:
+                if int(data["format"]) != FORMAT:
+                    return None
+                return EncodedSplit(name, data["ids"], data["offsets"], data["labels"], data["keys"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def write_info(self, info: dict) -> None:
+        atomic_write_text(self.path("info.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
