@@ -18,10 +18,10 @@ def check_token_ids(ids, input_dim: int) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.dtype == object or not (np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool):
         if np.issubdtype(ids.dtype, np.floating) and ids.size and np.all(np.mod(ids, 1) == 0):
-            hint = " They look like whole numbers: convert with ids.astype('int64')."
+            hint = ". They look like whole numbers: convert with ids.astype('int64')"
         else:
             hint = ""
-        raise TypeError(f"token ids must be an integer array, got dtype {ids.dtype}.{hint}")
+        raise TypeError(f"token ids must be an integer array, got dtype {ids.dtype}{hint}")
     if ids.dtype == bool:
         raise TypeError("token ids must be an integer array, got dtype bool")
     if ids.ndim != 2:
@@ -57,7 +57,7 @@ def check_labels(labels, batch_size: int) -> np.ndarray:
         raise TypeError(f"labels must be numeric 0/1 values, got dtype {labels.dtype}")
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
-        raise ValueError(f"labels must be 0 (negative) or 1 (positive), found {labels[bad][0]!r} "
+        raise ValueError(f"labels must be 0 (negative) or 1 (positive), found {labels[bad][0].item()!r} "
                          f"at position {int(np.argmax(bad))}")
     return labels
 

@@ -1,0 +1,162 @@
+"""Sequential: gradients of the whole model, Keras bookkeeping, weights in and out."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import npembed
+from npembed.gradcheck import check_model_gradients
+from npembed.layers import Dense, Embedding, GlobalAveragePooling1D
+
+from conftest import small_model
+
+
+@pytest.mark.parametrize("mask_zero", [False, True])
+@pytest.mark.parametrize("hidden_units", [5, 0])
+def test_whole_model_gradients_match_finite_differences(small_batch, mask_zero, hidden_units):
+    ids, labels = small_batch
+    model = small_model(mask_zero=mask_zero, hidden_units=hidden_units)
+    errors = check_model_gradients(model, ids, labels)
+    assert len(errors) == (5 if hidden_units else 3)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_padding_row_gets_no_gradient_when_masked(small_batch):
+    ids, labels = small_batch
+    _, grads = small_model(mask_zero=True).compute_gradients(ids, labels)
+    np.testing.assert_array_equal(grads[0][0], 0)
+    _, grads = small_model(mask_zero=False).compute_gradients(ids, labels)
+    assert np.abs(grads[0][0]).sum() > 0
+
+
+def test_summary_shows_the_tutorial_parameter_counts():
+    lines = []
+    npembed.tutorial_model(seed=0).summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    for count in ("130,960", "| 0 |", "272", "17", "Total params: 131,249"):
+        assert count.replace("| 0 |", "0") in text
+    assert "(None, None, 16)" in text and "dense_1 (Dense)" in text
+
+
+def test_same_seed_same_weights_and_keras_order():
+    a, b = npembed.tutorial_model(seed=1), npembed.tutorial_model(seed=1)
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    shapes = [w.shape for w in a.get_weights()]
+    assert shapes == [(8185, 16), (16, 16), (16,), (16, 1), (1,)]
+    assert a.weight_names == ["embedding/embeddings", "dense/kernel", "dense/bias",
+                              "dense_1/kernel", "dense_1/bias"]
+    assert not np.array_equal(a.get_weights()[0], npembed.tutorial_model(seed=2).get_weights()[0])
+
+
+def test_dtype_float32_by_default_float64_on_request(small_batch):
+    ids, _ = small_batch
+    assert small_model(dtype="float32")(ids).dtype == np.float32
+    assert all(w.dtype == np.float32 for w in npembed.tutorial_model().weights)
+    assert small_model(dtype="float64")(ids).dtype == np.float64
+    with pytest.raises(TypeError, match="float32' or 'float64"):
+        small_model(dtype="float16")
+
+
+def test_set_weights_round_trip_and_shape_check():
+    model = small_model()
+    weights = [w + 1 for w in model.get_weights()]
+    model.set_weights(weights)
+    for w, expected in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(w, expected)
+    with pytest.raises(ValueError, match=r"embedding/embeddings has shape \(30, 4\), got \(4, 30\)"):
+        model.set_weights([weights[0].T, *weights[1:]])
+    with pytest.raises(ValueError, match="got 4 arrays, the model has 5"):
+        model.set_weights(weights[:4])
+
+
+def test_train_on_batch_lowers_the_loss(small_batch):
+    ids, labels = small_batch
+    model = small_model(dtype="float32")
+    model.compile(optimizer=npembed.optimizers.Adam(learning_rate=0.01))
+    losses = [model.train_on_batch(ids, labels) for _ in range(50)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.optimizer.iterations == 50
+
+
+def test_compute_gradients_changes_nothing(small_batch):
+    ids, labels = small_batch
+    model = small_model()
+    before = model.get_weights()
+    loss, grads = model.compute_gradients(ids, labels)
+    assert loss > 0 and len(grads) == 5
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_reports_keras_epoch_logs(small_batch):
+    ids, labels = small_batch
+    batches = [(ids[:4], labels[:4]), (ids[4:], labels[4:])]        # sizes 4 and 2
+    model = small_model(dtype="float64")
+    model.compile(metrics=["accuracy", "tutorial_accuracy"])
+    probe = small_model(dtype="float64")
+    probe.compile(metrics=["accuracy"])
+    expected_losses = [probe.train_on_batch(*b) for b in batches]
+    history = model.fit(batches, epochs=2, validation_data=batches, validation_steps=1, verbose=0)
+    assert set(history.history) == {"loss", "accuracy", "tutorial_accuracy", "val_loss",
+                                    "val_accuracy", "val_tutorial_accuracy"}
+    assert history.epoch == [0, 1]
+    weighted = (4 * expected_losses[0] + 2 * expected_losses[1]) / 6
+    assert history.history["loss"][0] == pytest.approx(weighted, rel=1e-12)
+    val = model.evaluate(batches[:1])
+    assert history.history["val_loss"][1] == pytest.approx(val["loss"], rel=1e-12)
+
+
+def test_accuracy_thresholds_logits_at_zero_and_quirk_at_half():
+    correct = npembed.metrics.get("accuracy")
+    quirk = npembed.metrics.get("tutorial_accuracy")
+    logits = np.array([[0.3], [-0.2], [0.7]])
+    labels = np.array([1, 0, 1])
+    correct.update_state(labels, logits)
+    quirk.update_state(labels, logits)
+    assert correct.result() == 1.0
+    assert quirk.result() == pytest.approx(2 / 3)     # logit 0.3 is positive but below 0.5
+
+
+def test_predict_and_evaluate(small_batch):
+    ids, labels = small_batch
+    model = small_model()
+    np.testing.assert_allclose(model.predict(ids, batch_size=4), model(ids))
+    np.testing.assert_allclose(model.predict([(ids[:3], labels[:3]), (ids[3:], labels[3:])]),
+                               np.concatenate([model(ids[:3]), model(ids[3:])]))
+    assert set(model.evaluate([(ids, labels)])) == {"loss", "accuracy"}
+
+
+def test_non_finite_loss_stops_without_touching_weights(small_batch):
+    ids, labels = small_batch
+    model = small_model(dtype="float32")
+    model.compile()
+    weights = model.get_weights()
+    weights[0][ids[0, 0]] = np.nan
+    model.set_weights(weights)
+    before = model.get_weights()
+    with pytest.raises(npembed.NonFiniteLossError, match="the loss is nan"):
+        model.train_on_batch(ids, labels)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer.iterations == 0
+
+
+def test_first_layer_must_be_an_embedding():
+    with pytest.raises(ValueError, match="first layer must be an Embedding"):
+        npembed.Sequential([GlobalAveragePooling1D(), Dense(1)])
+
+
+def test_keras_style_construction():
+    model = npembed.Sequential([Embedding(8185, 16), GlobalAveragePooling1D(),
+                                Dense(16, activation="relu"), Dense(1)], seed=0)
+    model.compile(optimizer=npembed.optimizers.Adam(),
+                  loss=npembed.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+    assert model.count_params() == 131_249
+
+
+def test_import_needs_only_numpy():
+    code = "import sys, npembed, npembed.datasets; print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'tensorflow_datasets', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
