@@ -16,8 +16,9 @@ decay, and w keeps moving with the decayed m), including rows that are not in th
 
 Constants, matched on purpose (they matter in float64, see docs/parity.md):
 ``beta_1**t`` and ``beta_2**t`` use beta rounded to float32 (``ops.cast`` of a Python float goes
-through a float32 tensor); the learning rate is a float32 variable; ``1 - beta`` and epsilon are
-Python doubles converted straight to the weight's dtype.
+through a float32 tensor); the learning rate is a variable of Keras's floatx, which npembed
+takes to be the model's dtype; ``1 - beta`` and epsilon are Python doubles converted straight to
+the weight's dtype.
 
 Variants (``Adam(variant=...)``):
 - ``"keras"`` (default): the above.
@@ -77,7 +78,7 @@ class Adam:
     def step_size(self, dtype: np.dtype) -> np.ndarray:
         """``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` for the coming step, in dtype."""
         t = dtype.type(self.iterations + 1)
-        lr = dtype.type(np.float32(self.learning_rate))
+        lr = dtype.type(self.learning_rate)
         beta_1_power = np.power(dtype.type(np.float32(self.beta_1)), t)
         beta_2_power = np.power(dtype.type(np.float32(self.beta_2)), t)
         return lr * np.sqrt(1 - beta_2_power) / (1 - beta_1_power)

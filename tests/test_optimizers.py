@@ -14,7 +14,7 @@ def test_one_step_by_hand_float64():
     opt = Adam(learning_rate=0.1)
     opt.apply_gradients([g], [w])
     b1, b2 = np.float64(np.float32(0.9)), np.float64(np.float32(0.999))
-    lr = np.float64(np.float32(0.1))
+    lr = 0.1
     m, v = g * (1 - 0.9), g ** 2 * (1 - 0.999)
     alpha = lr * np.sqrt(1 - b2) / (1 - b1)
     expected = np.array([1.0, -2.0, 3.0]) - m * alpha / (np.sqrt(v) + 1e-7)
@@ -29,7 +29,7 @@ def test_bias_correction_uses_float32_betas_even_in_float64():
     exact_betas = 0.001 * np.sqrt(1 - 0.999) / (1 - 0.9)
     assert alpha != exact_betas
     b1, b2 = np.float64(np.float32(0.9)), np.float64(np.float32(0.999))
-    assert alpha == np.float64(np.float32(0.001)) * np.sqrt(1 - b2) / (1 - b1)
+    assert alpha == 0.001 * np.sqrt(1 - b2) / (1 - b1)
 
 
 def test_fast_kernel_equals_reference_bit_for_bit():
