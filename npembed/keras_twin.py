@@ -10,10 +10,13 @@ with ``set_weights(np_model.get_weights())``: no reshaping, the order is Keras's
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
 def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")     # keep TensorFlow's start-up chatter off
     try:
         import tensorflow as tf
     except ImportError as err:
