@@ -84,7 +84,7 @@ def cmd_predict(args) -> None:
         print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {text!r}")
 
 
-def cmd_neighbors(args) -> None:
+def cmd_neighbors(args) -> int:
     from npembed.export import nearest_neighbors
     from npembed.training import load_run
     model, _, encoder = load_run(args.run)
@@ -101,11 +101,11 @@ def cmd_neighbors(args) -> None:
         pieces = [encoder.id_to_piece(i) for i in ids]
         if not ids:
             print(f"npembed neighbors: {word!r} has no subwords", file=sys.stderr)
-            raise SystemExit(2)
+            return 2
         if all(p.startswith("<byte") for p in pieces):
             print(f"npembed neighbors: {word!r} is not in the vocabulary: it encodes only as raw bytes "
                   f"{pieces}, which carry no meaning of their own", file=sys.stderr)
-            raise SystemExit(2)
+            return 2
         print(f"{word!r} is not one subword: it splits into {pieces}; using the mean of their vectors")
         query = table[ids].mean(axis=0)
     for index, similarity in nearest_neighbors(table, query, k=args.k):

@@ -1,0 +1,190 @@
+"""The main job on the real data: run folder, resume, divergence, exports, CLI errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from npembed import cli
+from npembed.export import nearest_neighbors, read_tsv_lines
+from npembed.model import Callback
+from npembed.training import RunError, TrainConfig, load_run, train
+
+QUICK = dict(epochs=3, steps_per_epoch=40, validation_steps=5)
+
+
+class InterruptAt(Callback):
+    def __init__(self, epoch, step):
+        self.epoch, self.step, self.current = epoch, step, None
+
+    def on_epoch_begin(self, epoch):
+        self.current = epoch
+
+    def on_train_batch_end(self, step, logs):
+        if self.current == self.epoch and step == self.step:
+            raise KeyboardInterrupt
+
+
+class PoisonAt(InterruptAt):
+    def on_train_batch_end(self, step, logs):
+        if self.current == self.epoch and step == self.step:
+            self.model.weights[1][...] = np.nan
+
+
+@pytest.fixture(scope="module")
+def finished_run(imdb, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "quick"
+    train(TrainConfig(**QUICK), out, data=imdb, progress=False)
+    return out
+
+
+def test_run_folder_contents(finished_run):
+    for name in ("config.json", "checkpoint.npz", "history.json", "history.csv", "results.json", "loss.png",
+                 "accuracy.png", "vecs.tsv", "meta.tsv", "projector_config.pbtxt", "weights.npz", "vocab.subwords"):
+        assert (finished_run / name).is_file(), name
+    history = json.loads((finished_run / "history.json").read_text())
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 3 for v in history.values())
+    results = json.loads((finished_run / "results.json").read_text())
+    assert results["test_reviews"] == 25_000 and 0 <= results["test_accuracy"] <= 1
+    assert not list(finished_run.glob(".*tmp-*"))
+
+
+def test_projector_files_in_the_tutorial_format(finished_run, imdb):
+    model, _, encoder = load_run(finished_run)
+    vecs = read_tsv_lines(finished_run / "vecs.tsv")
+    meta = read_tsv_lines(finished_run / "meta.tsv")
+    assert len(vecs) == len(meta) == len(encoder.subwords) == 7928
+    assert meta[:3] == ["the_", ", ", ". "]
+    assert any("\u0085" in line for line in meta)          # split on "\n" only
+    table = model.weights[0]
+    for k in (0, 1, 7927):
+        np.testing.assert_array_equal(np.array(vecs[k].split("\t"), dtype=np.float32), table[k + 1])
+    assert 'tensor_path: "vecs.tsv"' in (finished_run / "projector_config.pbtxt").read_text()
+
+
+def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(imdb, finished_run, tmp_path):
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**QUICK), out, data=imdb, progress=False, extra_callbacks=[InterruptAt(1, 20)])
+    assert (out / "checkpoint.npz").is_file() and not (out / "weights.npz").exists()
+    train(None, out, data=imdb, resume=True, progress=False)
+    with np.load(finished_run / "weights.npz") as a, np.load(out / "weights.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert json.loads((out / "history.json").read_text()) == json.loads((finished_run / "history.json").read_text())
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(imdb, tmp_path):
+    out = tmp_path / "diverged"
+    with pytest.raises(RunError, match="training diverged: the loss is nan.*last good checkpoint"):
+        train(TrainConfig(**QUICK), out, data=imdb, progress=False, extra_callbacks=[PoisonAt(1, 10)])
+    state = np.load(out / "checkpoint.npz")
+    assert np.all(np.isfinite(state["weight_1"]))
+    assert json.loads(state["state_json"].tobytes())["epoch"] == 1
+
+
+class RecordWeights(Callback):
+    def __init__(self):
+        self.per_epoch = []
+
+    def on_epoch_end(self, epoch, logs):
+        self.per_epoch.append(self.model.get_weights())
+
+
+def test_early_stopping_restores_the_best_epoch(imdb, tmp_path):
+    out = tmp_path / "early"
+    config = TrainConfig(epochs=12, steps_per_epoch=30, validation_steps=3, early_stopping=1, learning_rate=0.05)
+    recorder = RecordWeights()
+    train(config, out, data=imdb, progress=False, extra_callbacks=[recorder])
+    val_loss = json.loads((out / "history.json").read_text())["val_loss"]
+    best = int(np.argmin(val_loss))
+    assert len(val_loss) < 12, "this configuration overfits within 12 epochs: early stopping must fire"
+    assert len(val_loss) - 1 - best == 1            # stopped after one epoch without improvement
+    with np.load(out / "weights.npz") as final:
+        for name, expected in zip(["embedding__embeddings", "dense__kernel"], recorder.per_epoch[best]):
+            np.testing.assert_array_equal(final[name], expected)
+
+
+def test_cli_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("NPEMBED_DATA", raising=False)
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--epochs", "0", "--data", "x"]) == 2
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "missing.tar.gz")]) == 2
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file").write_text("x")
+    assert cli.main(["train", "--out", str(tmp_path / "junk"), "--resume"]) == 2
+    assert cli.main(["predict", "--run", str(tmp_path / "junk"), "great"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs must be an integer >= 1, got 0" in err
+    assert "does not exist" in err
+    assert "is not an npembed run folder" in err
+
+
+def test_cli_refuses_to_overwrite_a_run(finished_run, capsys):
+    assert cli.main(["train", "--out", str(finished_run)]) == 2
+    assert "already holds a run: pass --resume" in capsys.readouterr().err
+
+
+def test_cli_predict_neighbors_evaluate(finished_run, capsys):
+    assert cli.main(["predict", "--run", str(finished_run), "A wonderful, moving film.", "Awful. Boring."]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(0 <= float(line.split()[0]) <= 1 for line in lines)
+    assert cli.main(["neighbors", "--run", str(finished_run), "great", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "'great' is subword" in out and len(out.strip().splitlines()) == 4
+    assert cli.main(["neighbors", "--run", str(finished_run), "unbelievably"]) == 0
+    assert "splits into" in capsys.readouterr().out
+    assert cli.main(["neighbors", "--run", str(finished_run), "東"]) == 2
+    assert "not in the vocabulary" in capsys.readouterr().err
+
+
+def test_nearest_neighbors_by_cosine():
+    table = np.array([[0, 0], [1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=np.float32)
+    result = nearest_neighbors(table, 1, k=3)
+    assert [i for i, _ in result] == [2, 3, 4]
+    assert result[0][1] == pytest.approx(0.9 / np.hypot(0.9, 0.1))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(bool(os.environ.get("CI")), reason="starts a real TensorBoard server: not under CI")
+def test_tensorboard_projector_serves_the_run(finished_run, tmp_path):
+    tensorboard = shutil.which("tensorboard") or os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    if not os.path.exists(tensorboard):
+        pytest.skip("tensorboard is not installed")
+    logdir = tmp_path / "logs"
+    shutil.copytree(finished_run, logdir)
+    port = _free_port()
+    server = subprocess.Popen([tensorboard, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin/projector"
+    try:
+        runs = None
+        for _ in range(60):
+            try:
+                runs = json.loads(urllib.request.urlopen(f"{base}/runs", timeout=2).read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert runs == ["."], runs
+        config = json.loads(urllib.request.urlopen(f"{base}/info?run=.", timeout=10).read())
+        assert config["embeddings"][0]["tensorName"] == "embedding"
+        metadata = urllib.request.urlopen(f"{base}/metadata?run=.&name=embedding", timeout=10).read().decode()
+        assert metadata.split("\n")[:2] == ["the_", ", "]
+        tensor = urllib.request.urlopen(f"{base}/tensor?run=.&name=embedding&num_rows=3", timeout=10).read()
+        assert len(np.frombuffer(tensor, dtype=np.float32)) == 3 * 16
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
