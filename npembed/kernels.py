@@ -34,6 +34,50 @@ def scatter_add_rows(indices: np.ndarray, values: np.ndarray, num_rows: int) -> 
     return summed.reshape(num_rows, d).astype(values.dtype, copy=False)
 
 
+def row_counts(ids: np.ndarray, num_rows: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a (B, L) id batch and how often each review holds each of them.
+
+    Returns ``rows`` (U,) ascending and ``counts`` (B, U) in float (exact small integers);
+    positions where ``mask`` is False count 0 (their row still appears in ``rows``, as the
+    padding row does in TensorFlow's IndexedSlices).  Reference:
+    ``np.unique(ids)`` and ``counts[b, u] = sum_t [ids[b, t] == rows[u]] * mask[b, t]``.
+    One bincount over the vocabulary finds the rows; a lookup table maps ids to their slot.
+    """
+    batch = ids.shape[0]
+    present = np.bincount(ids.ravel(), minlength=num_rows)
+    rows = np.flatnonzero(present)
+    slot = np.empty(num_rows, dtype=np.int64)
+    slot[rows] = np.arange(rows.size)
+    flat = (np.arange(batch)[:, None] * rows.size + slot[ids]).ravel()
+    weights = None if mask is None else mask.ravel().astype(np.float64)
+    counts = np.bincount(flat, weights=weights, minlength=batch * rows.size)
+    return rows, counts.reshape(batch, rows.size)
+
+
+def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask_zero: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Embedding`` then ``GlobalAveragePooling1D`` in one step: (pooled (B, D), rows, counts).
+
+    Reference: ``GlobalAveragePooling1D().forward(table[ids], mask)``.  Instead of gathering a
+    (B, L, D) array, ``pooled = counts @ table[rows] / L`` (or ``/ n[b]`` with the padding
+    positions given count 0): a (B, U) by (U, D) product in float64, rounded once, like the
+    layer's float64 accumulation; the two agree to within one ulp of the output dtype.
+    """
+    mask = ids != 0 if mask_zero else None
+    rows, counts = row_counts(ids, table.shape[0], mask)
+    if mask is None:
+        lengths = np.full((ids.shape[0], 1), float(ids.shape[1]))
+    else:
+        lengths = counts.sum(axis=1, keepdims=True)
+        if np.any(lengths == 0):
+            row = int(np.argmax(lengths[:, 0] == 0))
+            raise ValueError(f"row {row} of the batch is all padding: with mask_zero=True its "
+                             "average over non-padding tokens is undefined (Keras gives NaN); "
+                             "drop empty reviews before batching")
+    pooled = counts @ table[rows].astype(np.float64) / lengths
+    return pooled.astype(table.dtype), rows, counts
+
+
 # --------------------------------------------------------------------------- Adam
 def adam_update_reference(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
                           one_minus_beta_2, epsilon) -> None:
@@ -66,4 +110,40 @@ def adam_update(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
     np.sqrt(v, out=scratch)
     scratch += epsilon
     np.divide(m * alpha, scratch, out=scratch)
+    weight -= scratch
+
+
+def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
+                     one_minus_beta_2, epsilon, scratch) -> None:
+    """:func:`adam_update_reference` for a gradient that is zero outside ``rows``, bit for bit.
+
+    Outside ``rows`` Keras's ``m += (0 - m) * c1`` is exactly ``m -= m * c1`` (negation is exact),
+    so every row decays in two passes and only the U looked-up rows are then redone from their
+    saved old values with the full formula.  ``scratch`` is a buffer shaped like ``weight``.
+    """
+    m_rows, v_rows = m[rows], v[rows]
+    np.multiply(m, one_minus_beta_1, out=scratch)
+    m -= scratch
+    np.multiply(v, one_minus_beta_2, out=scratch)
+    v -= scratch
+    m[rows] = m_rows + (grad_rows - m_rows) * one_minus_beta_1
+    v[rows] = v_rows + (squared_rows - v_rows) * one_minus_beta_2
+    _apply_step(weight, m, v, alpha, epsilon, scratch)
+
+
+def adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
+                          one_minus_beta_2, epsilon) -> None:
+    """The same formula on ``rows`` only; the other rows' m, v and weights stay as they are."""
+    m_rows, v_rows, w_rows = m[rows], v[rows], weight[rows]
+    adam_update_reference(w_rows, m_rows, v_rows, grad_rows, squared_rows, alpha,
+                          one_minus_beta_1, one_minus_beta_2, epsilon)
+    m[rows], v[rows], weight[rows] = m_rows, v_rows, w_rows
+
+
+def _apply_step(weight, m, v, alpha, epsilon, scratch) -> None:
+    """``weight -= m * alpha / (sqrt(v) + epsilon)`` with one scratch buffer and one temporary."""
+    np.sqrt(v, out=scratch)
+    scratch += epsilon
+    step = np.multiply(m, alpha)
+    np.divide(step, scratch, out=scratch)
     weight -= scratch

@@ -20,8 +20,10 @@ import numpy as np
 
 from npembed import losses as losses_module
 from npembed import metrics as metrics_module
-from npembed.checks import check_float_dtype, check_labels
-from npembed.layers import Embedding, Layer
+from npembed import kernels
+from npembed.checks import check_float_dtype, check_labels, check_token_ids
+from npembed.layers import Embedding, GlobalAveragePooling1D, Layer
+from npembed.sparse import PooledSlices
 from npembed.optimizers import Adam
 
 
@@ -60,10 +62,14 @@ class Sequential:
     layers: the layers in order; the first must know its output width (an ``Embedding``).
     seed:   seed for the initializers (the same seed gives the same weights).
     dtype:  "float32" (default) or "float64" (for gradient checks and tight parity).
+    fused:  when the model starts with Embedding -> GlobalAveragePooling1D, backpropagate
+            through the pair in factored form (``sparse.PooledSlices``): the same gradient
+            without materialising one slice per position.  ``fused=False`` runs every layer's
+            own ``backward``; the tests prove the two equal.
     """
 
     def __init__(self, layers: Sequence[Layer], seed: int | None = None, dtype="float32",
-                 name: str = "sequential"):
+                 name: str = "sequential", fused: bool = True):
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         self.layers = list(layers)
@@ -76,6 +82,8 @@ class Sequential:
         self.stop_training = False
         self._last_logits: np.ndarray | None = None
         self._uniquify_layer_names()
+        self.fused = bool(fused) and len(self.layers) >= 2 and isinstance(self.layers[0], Embedding) \
+            and isinstance(self.layers[1], GlobalAveragePooling1D)
         rng = np.random.default_rng(seed)
         width = None
         for layer in self.layers:
@@ -123,17 +131,42 @@ class Sequential:
     def forward(self, ids) -> np.ndarray:
         """Run every layer, each keeping its cache for ``backward``; returns (B, units)."""
         out, mask = ids, None
-        for layer in self.layers:
+        layers = self.layers
+        if self.fused:
+            embedding = self.layers[0]
+            ids = check_token_ids(ids, embedding.input_dim)
+            out, rows, counts = kernels.pooled_lookup(ids, embedding.params["embeddings"], embedding.mask_zero)
+            embedding.cache = {"ids": ids, "rows_and_counts": (rows, counts)}
+            layers = self.layers[2:]
+        for layer in layers:
             layer_input = out
             out = layer.forward(layer_input, mask)
             mask = layer.compute_mask(layer_input, mask)
         return out
 
     def backward(self, dlogits: np.ndarray) -> None:
-        """Backpropagate dL/dlogits (B, 1) through every layer, filling each layer's grads."""
+        """Backpropagate dL/dlogits (B, 1) through every layer, filling each layer's grads
+        (the embedding's in its sparse form, ``layer.sparse_grads``)."""
         grad = dlogits
-        for layer in reversed(self.layers):
+        first = 2 if self.fused else 0
+        for layer in reversed(self.layers[first:]):
             grad = layer.backward(grad)
+        if self.fused:
+            embedding = self.layers[0]
+            ids = embedding.cache["ids"]
+            embedding.sparse_grads["embeddings"] = PooledSlices(
+                ids, grad, embedding.compute_mask(ids, None), embedding.input_dim,
+                embedding.cache.get("rows_and_counts"))
+            embedding.grads.pop("embeddings", None)
+
+    def gradients(self) -> list[np.ndarray]:
+        """Dense gradients of the last backward pass, aligned with ``get_weights()``."""
+        dense = []
+        for layer in self.layers:
+            sparse = getattr(layer, "sparse_grads", {})
+            dense.extend(sparse[key].to_dense() if key in sparse else layer.grads[key].copy()
+                         for key in layer.params)
+        return dense
 
     def compute_gradients(self, ids, labels) -> tuple[float, list[np.ndarray]]:
         """Loss and dense gradients of the loss, aligned with ``get_weights()``.
@@ -143,7 +176,7 @@ class Sequential:
         ``model.layers[0].sparse_grads['embeddings']`` afterwards.
         """
         loss = self._forward_backward(ids, labels)
-        return loss, [layer.grads[key].copy() for layer in self.layers for key in layer.params]
+        return loss, self.gradients()
 
     def _forward_backward(self, ids, labels) -> float:
         loss_fn = self.loss or losses_module.BinaryCrossentropy(from_logits=True)
@@ -176,7 +209,7 @@ class Sequential:
         grads = []
         for layer in self.layers:
             sparse = getattr(layer, "sparse_grads", {})
-            grads.extend(sparse.get(key, layer.grads[key]) for key in layer.params)
+            grads.extend(sparse[key] if key in sparse else layer.grads[key] for key in layer.params)
         return grads
 
     def train_on_batch(self, ids, labels) -> float:

@@ -37,13 +37,10 @@ from npembed import kernels
 
 
 class SparseRowGradient(Protocol):
-    """What the optimizer needs from a sparse gradient (``IndexedSlices`` provides it)."""
+    """What the optimizer needs from a sparse gradient (``IndexedSlices`` and ``PooledSlices``
+    provide it): the distinct rows, the sum of their slices and the sum of their squared slices."""
 
-    indices: np.ndarray
-
-    def to_dense(self) -> np.ndarray: ...
-
-    def squared_sum(self) -> np.ndarray: ...
+    def row_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 Gradient = Union[np.ndarray, SparseRowGradient]
@@ -69,11 +66,13 @@ class Adam:
         self.iterations = 0
         self.momentums: list[np.ndarray] = []
         self.velocities: list[np.ndarray] = []
+        self._scratch: list[np.ndarray | None] = []
 
     def build(self, weights: Sequence[np.ndarray]) -> None:
         """Zero first and second moments shaped like each weight."""
         self.momentums = [np.zeros_like(w) for w in weights]
         self.velocities = [np.zeros_like(w) for w in weights]
+        self._scratch: list[np.ndarray | None] = [None] * len(weights)
 
     def step_size(self, dtype: np.dtype) -> np.ndarray:
         """``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` for the coming step, in dtype."""
@@ -93,33 +92,33 @@ class Adam:
             raise ValueError(f"got {len(grads)} gradients for {len(weights)} weights")
         if not self.momentums:
             self.build(weights)
-        for weight, grad, m, v in zip(weights, grads, self.momentums, self.velocities):
-            self._update(weight, grad, m, v)
+        for index, (weight, grad) in enumerate(zip(weights, grads)):
+            self._update(index, weight, grad)
         self.iterations += 1
 
-    def _update(self, weight: np.ndarray, grad: Gradient, m: np.ndarray, v: np.ndarray) -> None:
+    def _update(self, index: int, weight: np.ndarray, grad: Gradient) -> None:
+        m, v = self.momentums[index], self.velocities[index]
         dtype = weight.dtype
         alpha = self.step_size(dtype)
         one_minus_beta_1 = dtype.type(1 - self.beta_1)
         one_minus_beta_2 = dtype.type(1 - self.beta_2)
         epsilon = dtype.type(self.epsilon)
         if isinstance(grad, np.ndarray):
-            g, squared = grad, None
-        elif self.variant == "lazy":
-            rows = np.unique(grad.indices)
-            g, squared = grad.to_dense()[rows], grad.squared_sum()[rows]
-            w_rows, m_rows, v_rows = weight[rows], m[rows], v[rows]
-            kernels.adam_update(w_rows, m_rows, v_rows, g, squared, alpha,
-                                one_minus_beta_1, one_minus_beta_2, epsilon)
-            weight[rows], m[rows], v[rows] = w_rows, m_rows, v_rows
+            kernels.adam_update(weight, m, v, grad, None, alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
             return
-        elif self.variant == "textbook":
-            g, squared = grad.to_dense(), None
+        rows, grad_rows, squared_rows = grad.row_sums()
+        grad_rows = grad_rows.astype(dtype, copy=False)
+        squared_rows = squared_rows.astype(dtype, copy=False)
+        if self.variant == "textbook":
+            squared_rows = np.square(grad_rows)
+        if self.variant == "lazy":
+            kernels.adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha,
+                                          one_minus_beta_1, one_minus_beta_2, epsilon)
         else:
-            g, squared = grad.to_dense(), grad.squared_sum()
-        kernels.adam_update(weight, m, v, g.astype(dtype, copy=False),
-                            None if squared is None else squared.astype(dtype, copy=False),
-                            alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
+            if self._scratch[index] is None:
+                self._scratch[index] = np.empty_like(weight)
+            kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
+                                     one_minus_beta_2, epsilon, self._scratch[index])
 
     def get_state(self) -> dict:
         """Everything needed to resume: the step count and both moments (copies)."""
@@ -131,6 +130,7 @@ class Adam:
         self.iterations = int(state["iterations"])
         self.momentums = [np.array(m) for m in state["momentums"]]
         self.velocities = [np.array(v) for v in state["velocities"]]
+        self._scratch = [None] * len(self.momentums)
 
     def get_config(self) -> dict:
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,

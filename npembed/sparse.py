@@ -1,12 +1,22 @@
-"""``IndexedSlices``: the sparse gradient of an embedding table, as TensorFlow represents it.
+"""Sparse gradients of an embedding table, as TensorFlow's ``IndexedSlices``.
 
 One slice per looked-up position, padding included: ``values[k]`` is the gradient that
 position ``k`` of the flattened batch sends to row ``indices[k]`` of the table.  A token that
 appears three times contributes three slices; the dense gradient is their scatter-sum.
+
+Two representations share one interface (``values``, ``indices``, ``dense_shape``,
+``to_dense()``, ``squared_sum()``, ``row_sums()``):
+
+- ``IndexedSlices``: the slices stored as they are (what ``Embedding.backward`` produces);
+- ``PooledSlices``: the slices of an embedding followed by average pooling, kept factored.
+  There every slice of review b is the same vector ``g[b] = dpooled[b] / L`` (or ``/ n[b]`` on
+  its non-padding positions when masked), so the row sums are two small matrix products with a
+  (B, rows) count matrix instead of a scatter over B*L slices.  The training step uses it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -37,3 +47,72 @@ class IndexedSlices:
         ``to_dense()**2`` when a row is looked up more than once.
         """
         return kernels.scatter_add_rows(self.indices, np.square(self.values), self.dense_shape[0])
+
+    def row_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, sums, squared sums) over the distinct looked-up rows, rows ascending."""
+        rows = np.unique(self.indices)
+        return rows, self.to_dense()[rows], self.squared_sum()[rows]
+
+
+class PooledSlices:
+    """The IndexedSlices of ``Embedding -> GlobalAveragePooling1D``, in factored form.
+
+    ids:      (B, L) token ids
+    dpooled:  (B, D) gradient of the loss w.r.t. the pooled output
+    mask:     (B, L) bool or None; without it every position weighs 1/L, with it the
+              non-padding positions weigh 1/n[b] and the padding positions 0.
+
+    Slice (b, t) is ``weight[b, t] * dpooled[b]``; equal to what ``GlobalAveragePooling1D.backward``
+    followed by ``Embedding.backward`` produce (tests/test_kernels.py proves it).
+    """
+
+    def __init__(self, ids: np.ndarray, dpooled: np.ndarray, mask: np.ndarray | None, input_dim: int,
+                 rows_and_counts: tuple[np.ndarray, np.ndarray] | None = None):
+        self.ids = ids
+        self.mask = mask
+        if rows_and_counts is not None:                  # from kernels.pooled_lookup's forward
+            self.__dict__["_rows_and_counts"] = rows_and_counts
+        self.dense_shape = (input_dim, dpooled.shape[1])
+        if mask is None:
+            self.row_gradient = dpooled / dpooled.dtype.type(ids.shape[1])                 # (B, D)
+        else:
+            self.row_gradient = dpooled / mask.sum(axis=1).astype(dpooled.dtype)[:, None]
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.ids.reshape(-1)
+
+    @property
+    def values(self) -> np.ndarray:
+        """(B*L, D): the slices, materialised (for inspection; the training step never needs it)."""
+        batch, length = self.ids.shape
+        values = np.repeat(self.row_gradient, length, axis=0)
+        if self.mask is not None:
+            values *= self.mask.reshape(-1, 1)
+        return values
+
+    @cached_property
+    def _rows_and_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        return kernels.row_counts(self.ids, self.dense_shape[0], self.mask)
+
+    def row_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """rows (U,), sum of slices (U, D), sum of squared slices (U, D).
+
+        ``sums = counts.T @ g`` and ``squared = counts.T @ g**2``, where ``counts[b, u]`` is how
+        many (non-padding, when masked) positions of review b hold row ``rows[u]``.
+        """
+        rows, counts = self._rows_and_counts
+        g = self.row_gradient
+        return rows, counts.T @ g, counts.T @ np.square(g)
+
+    def to_dense(self) -> np.ndarray:
+        rows, sums, _ = self.row_sums()
+        dense = np.zeros(self.dense_shape, dtype=self.row_gradient.dtype)
+        dense[rows] = sums
+        return dense
+
+    def squared_sum(self) -> np.ndarray:
+        rows, _, squared = self.row_sums()
+        dense = np.zeros(self.dense_shape, dtype=self.row_gradient.dtype)
+        dense[rows] = squared
+        return dense
