@@ -41,14 +41,20 @@ def row_counts(ids: np.ndarray, num_rows: int, mask: np.ndarray | None = None) -
     positions where ``mask`` is False count 0 (their row still appears in ``rows``, as the
     padding row does in TensorFlow's IndexedSlices).  Reference:
     ``np.unique(ids)`` and ``counts[b, u] = sum_t [ids[b, t] == rows[u]] * mask[b, t]``.
-    One bincount over the vocabulary finds the rows; a lookup table maps ids to their slot.
+    One bincount over the vocabulary finds the rows and a lookup table maps ids to their slot;
+    for a vocabulary much larger than the batch, ``np.unique`` does both without touching V.
     """
     batch = ids.shape[0]
-    present = np.bincount(ids.ravel(), minlength=num_rows)
-    rows = np.flatnonzero(present)
-    slot = np.empty(num_rows, dtype=np.int64)
-    slot[rows] = np.arange(rows.size)
-    flat = (np.arange(batch)[:, None] * rows.size + slot[ids]).ravel()
+    if num_rows <= 8 * ids.size:
+        present = np.bincount(ids.ravel(), minlength=num_rows)
+        rows = np.flatnonzero(present)
+        slot = np.empty(num_rows, dtype=np.int64)
+        slot[rows] = np.arange(rows.size)
+        inverse = slot[ids]
+    else:  # a large vocabulary: sort the ids instead of scanning the table (O(tokens), not O(V))
+        rows, inverse = np.unique(ids, return_inverse=True)
+        inverse = inverse.reshape(ids.shape)
+    flat = (np.arange(batch)[:, None] * rows.size + inverse).ravel()
     weights = None if mask is None else mask.ravel().astype(np.float64)
     counts = np.bincount(flat, weights=weights, minlength=batch * rows.size)
     return rows, counts.reshape(batch, rows.size)

@@ -40,6 +40,9 @@ def test_row_counts_reference():
     np.testing.assert_array_equal(counts, [[2, 2, 0, 0], [1, 1, 1, 1]])
     _, masked = kernels.row_counts(ids, 10, ids != 0)
     np.testing.assert_array_equal(masked, [[0, 2, 0, 0], [0, 1, 1, 1]])
+    big_rows, big_counts = kernels.row_counts(ids, 1_000_000)       # the np.unique branch
+    np.testing.assert_array_equal(big_rows, rows)
+    np.testing.assert_array_equal(big_counts, counts)
 
 
 @pytest.mark.parametrize("mask_zero", [False, True])

@@ -1,0 +1,174 @@
+"""One framework, one task, in its own process: ``python -m benchmarks.worker SPEC.json``.
+
+SPEC: {"framework": "npembed" | "npembed_lazy" | "keras" | "keras_jit" | "torch",
+       "task": "train" | "predict" | "sweep", "workload": path, "repeats": n, "warmup_epochs": n,
+       "points": [...] (sweep), "out": path}
+Writes {"epoch_seconds": [...], "peak_rss_mb": ..., ...} to ``out``.  Batches are built before
+any clock starts; each timed region covers exactly the framework's own training or inference.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.workload import load_workload, synthetic_batches  # noqa: E402
+
+
+# --------------------------------------------------------------------------- frameworks
+class NpembedRunner:
+    def __init__(self, vocab_size, dim=16, hidden=16, variant="keras"):
+        import npembed
+        self.model = npembed.tutorial_model(vocab_size=vocab_size, embedding_dim=dim, hidden_units=hidden, seed=0)
+        self.model.compile(optimizer=npembed.optimizers.Adam(variant=variant), metrics=["accuracy"])
+
+    def train(self, batches):
+        self.model.fit(batches, epochs=1, verbose=0)
+
+    def predict(self, batches):
+        return self.model.predict(batches)
+
+
+class KerasRunner:
+    def __init__(self, vocab_size, dim=16, hidden=16, jit=False):
+        import keras
+        layers = [keras.Input(shape=(None,), dtype="int64"), keras.layers.Embedding(vocab_size, dim),
+                  keras.layers.GlobalAveragePooling1D()]
+        if hidden:
+            layers.append(keras.layers.Dense(hidden, activation="relu"))
+        layers.append(keras.layers.Dense(1))
+        self.model = keras.Sequential(layers)
+        self.model.compile(optimizer=keras.optimizers.Adam(), jit_compile=jit,
+                           loss=keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+
+    @staticmethod
+    def dataset(batches, with_labels=True):
+        import tensorflow as tf
+        spec = tf.TensorSpec((None, None), tf.int64)
+        if with_labels:
+            ds = tf.data.Dataset.from_generator(lambda: iter(batches),
+                                                output_signature=(spec, tf.TensorSpec((None,), tf.float32)))
+        else:
+            ds = tf.data.Dataset.from_generator(lambda: (x for x, _ in batches), output_signature=spec)
+        return ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
+
+    def train(self, batches):
+        self.model.fit(self.dataset(batches), epochs=1, verbose=0)
+
+    def predict(self, batches):
+        return self.model.predict(self.dataset(batches, with_labels=False), verbose=0)
+
+
+class TorchRunner:
+    def __init__(self, vocab_size, dim=16, hidden=16):
+        import torch
+        from torch import nn
+        self.torch = torch
+        stack = [nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(dim, 1)]
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.head = nn.Sequential(*stack)
+        params = list(self.embedding.parameters()) + list(self.head.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=1e-3, eps=1e-7)
+        self.loss = nn.BCEWithLogitsLoss()
+        self._cache = {}
+
+    def _tensors(self, batches):
+        key = id(batches)
+        if key not in self._cache:                      # converted once, outside the clock
+            self._cache[key] = [(self.torch.from_numpy(x), self.torch.from_numpy(y)) for x, y in batches]
+        return self._cache[key]
+
+    def forward(self, ids):
+        return self.head(self.embedding(ids).mean(dim=1)).squeeze(1)
+
+    def train(self, batches):
+        correct = 0
+        for ids, labels in self._tensors(batches):
+            self.optimizer.zero_grad()
+            logits = self.forward(ids)
+            loss = self.loss(logits, labels)
+            loss.backward()
+            self.optimizer.step()
+            correct += int(((logits > 0).float() == labels).sum())
+
+    def predict(self, batches):
+        with self.torch.no_grad():
+            return [self.forward(ids) for ids, _ in self._tensors(batches)]
+
+
+def make_runner(framework, vocab_size, dim=16, hidden=16):
+    if framework == "npembed":
+        return NpembedRunner(vocab_size, dim, hidden)
+    if framework == "npembed_lazy":
+        return NpembedRunner(vocab_size, dim, hidden, variant="lazy")
+    if framework in ("keras", "keras_jit"):
+        return KerasRunner(vocab_size, dim, hidden, jit=framework == "keras_jit")
+    if framework == "torch":
+        return TorchRunner(vocab_size, dim, hidden)
+    raise ValueError(f"unknown framework {framework!r}")
+
+
+# --------------------------------------------------------------------------- tasks
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def task_train(spec, vocab_size, train, _test) -> dict:
+    runner = make_runner(spec["framework"], vocab_size)
+    warmup = [timed(runner.train, train) for _ in range(spec.get("warmup_epochs", 1))]
+    epochs = [timed(runner.train, train) for _ in range(spec["repeats"])]
+    return {"warmup_epoch_seconds": warmup, "epoch_seconds": epochs}
+
+
+def task_predict(spec, vocab_size, _train, test) -> dict:
+    runner = make_runner(spec["framework"], vocab_size)
+    runner.predict(test[:20])
+    return {"predict_seconds": [timed(runner.predict, test) for _ in range(spec["repeats"])]}
+
+
+def task_sweep(spec, vocab_size, _train, _test) -> dict:
+    results = []
+    for point in spec["points"]:
+        batches = synthetic_batches(point["vocab"], point["batch"], point["length"], point["steps"])
+        runner = make_runner(spec["framework"], point["vocab"], point["dim"])
+        runner.train(batches[:5])                                    # compile / warm caches
+        seconds = min(timed(runner.train, batches) for _ in range(spec.get("repeats", 2)))
+        results.append({**point, "ms_per_step": 1000 * seconds / len(batches)})
+        del runner
+    return {"points": results}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM).  Not ``getrusage``'s ru_maxrss, which Linux
+    carries across fork + exec and would report the parent's size for a small child."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    with open(sys.argv[1]) as handle:
+        spec = json.load(handle)
+    vocab_size, train, test = load_workload(spec["workload"]) if spec.get("workload") else (8185, [], [])
+    result = {"task_train": task_train, "task_predict": task_predict, "task_sweep": task_sweep}[f"task_{spec['task']}"](
+        spec, vocab_size, train, test)
+    result["peak_rss_mb"] = peak_rss_mb()
+    with open(spec["out"], "w") as handle:
+        json.dump(result, handle)
+
+
+if __name__ == "__main__":
+    main()
