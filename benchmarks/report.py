@@ -14,13 +14,19 @@ def markdown_tables(results: dict) -> str:
              "| framework | epoch s (median) | min - max | ms/step | tokens/s | predict s | peak RSS MB |",
              "|---|---|---|---|---|---|---|"]
     for name, entry in results["frameworks"].items():
-        e, p = entry["epoch_seconds"], entry["predict_seconds"]
-        lines.append(f"| {NAMES.get(name, name)} | {e['median']:.2f} | {e['min']:.2f} - {e['max']:.2f} | "
-                     f"{entry['ms_per_step']:.3f} | {entry['tokens_per_second']:,.0f} | {p['median']:.2f} | "
+        e = entry["epoch_seconds"]
+        predict = f"{entry['predict_seconds']['median']:.2f}" if "predict_seconds" in entry else "-"
+        label = NAMES.get(name, name)
+        if entry.get("steps_timed", w["train_steps"]) < w["train_steps"]:
+            label += (f" (timed on {entry['steps_timed']} steps after a compiling pass of "
+                      f"{entry['warmup_epoch_seconds'][0]:.0f} s; epoch extrapolated)")
+        lines.append(f"| {label} | {e['median']:.2f} | {e['min']:.2f} - {e['max']:.2f} | "
+                     f"{entry['ms_per_step']:.3f} | {entry['tokens_per_second']:,.0f} | {predict} | "
                      f"{entry['train_peak_rss_mb']:.0f} |")
     lines += ["", "| ratio | training epoch | prediction | peak RSS |", "|---|---|---|---|"]
     for name, ratio in results["ratios"].items():
-        lines.append(f"| {name} | {ratio['train_epoch']:.3f}x | {ratio['predict']:.3f}x | {ratio['train_peak_rss']:.3f}x |")
+        predict = f"{ratio['predict']:.3f}x" if ratio["predict"] is not None else "-"
+        lines.append(f"| {name} | {ratio['train_epoch']:.3f}x | {predict} | {ratio['train_peak_rss']:.3f}x |")
     floor = results["floor"]
     lines += ["", f"Floor: {floor['bytes_per_step'] / 1e6:.2f} MB of memory traffic per step at "
                   f"{floor['copy_bandwidth_gb_s']:.1f} GB/s copy bandwidth = {floor['floor_ms_per_step']:.3f} ms/step; "
@@ -44,10 +50,10 @@ def write_charts(results: dict, folder: Path) -> None:
     from npembed.plots import _pyplot
     plt = _pyplot()
     folder.mkdir(parents=True, exist_ok=True)
-    names = list(results["frameworks"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, title in ((axes[0], "epoch_seconds", "Training epoch (2,500 steps), s"),
                            (axes[1], "predict_seconds", "Predicting 25,000 reviews, s")):
+        names = [n for n in results["frameworks"] if key in results["frameworks"][n]]
         medians = [results["frameworks"][n][key]["median"] for n in names]
         ax.barh([NAMES.get(n, n) for n in names], medians, color=["C2" if n == "npembed" else "C0" for n in names])
         for i, value in enumerate(medians):

@@ -50,7 +50,7 @@ class KerasRunner:
     @staticmethod
     def dataset(batches, with_labels=True):
         import tensorflow as tf
-        spec = tf.TensorSpec((None, None), tf.int64)
+        spec = tf.TensorSpec((None, None), tf.int32)
         if with_labels:
             ds = tf.data.Dataset.from_generator(lambda: iter(batches),
                                                 output_signature=(spec, tf.TensorSpec((None,), tf.float32)))
@@ -81,7 +81,8 @@ class TorchRunner:
     def _tensors(self, batches):
         key = id(batches)
         if key not in self._cache:                      # converted once, outside the clock
-            self._cache[key] = [(self.torch.from_numpy(x), self.torch.from_numpy(y)) for x, y in batches]
+            self._cache[key] = [(self.torch.from_numpy(x.astype(np.int64)), self.torch.from_numpy(y))
+                                for x, y in batches]            # nn.Embedding wants int64 ids
         return self._cache[key]
 
     def forward(self, ids):
@@ -123,6 +124,7 @@ def timed(fn, *args) -> float:
 
 def task_train(spec, vocab_size, train, _test) -> dict:
     runner = make_runner(spec["framework"], vocab_size)
+    train = train[:spec.get("steps")]
     warmup = [timed(runner.train, train) for _ in range(spec.get("warmup_epochs", 1))]
     epochs = [timed(runner.train, train) for _ in range(spec["repeats"])]
     return {"warmup_epoch_seconds": warmup, "epoch_seconds": epochs}
@@ -162,7 +164,8 @@ def peak_rss_mb() -> float:
 def main() -> None:
     with open(sys.argv[1]) as handle:
         spec = json.load(handle)
-    vocab_size, train, test = load_workload(spec["workload"]) if spec.get("workload") else (8185, [], [])
+    needs = {"train": ("train",), "predict": ("test",), "sweep": ()}[spec["task"]]
+    vocab_size, train, test = load_workload(spec["workload"], needs) if spec.get("workload") else (8185, [], [])
     result = {"task_train": task_train, "task_predict": task_predict, "task_sweep": task_sweep}[f"task_{spec['task']}"](
         spec, vocab_size, train, test)
     result["peak_rss_mb"] = peak_rss_mb()

@@ -24,15 +24,19 @@ def save_workload(path, data, train_steps: int | None = None, predict_batches: i
             "train_padded_positions": int(sum(x.size for x, _ in train)), "predict_reviews": int(sum(len(y) for _, y in test))}
 
 
-def load_workload(path) -> tuple[int, list, list]:
-    """(vocab_size, train batches, test batches), each batch (ids int64 (B, L), labels float32 (B,))."""
+def load_workload(path, splits=("train", "test")) -> tuple[int, list, list]:
+    """(vocab_size, train batches, test batches), each batch (ids int32 (B, L), labels float32 (B,));
+    a split not in ``splits`` comes back empty, so a process holds only the batches it times."""
     with np.load(path) as data:
         out = []
         for name in ("train", "test"):
+            if name not in splits:
+                out.append([])
+                continue
             ids, shapes, labels = data[f"{name}_ids"], data[f"{name}_shapes"], data[f"{name}_labels"]
             batches, offset, row = [], 0, 0
             for b, length in shapes:
-                batches.append((ids[offset:offset + b * length].reshape(b, length).astype(np.int64),
+                batches.append((ids[offset:offset + b * length].reshape(b, length),
                                 labels[row:row + b].astype(np.float32)))
                 offset += b * length
                 row += b
@@ -41,12 +45,12 @@ def load_workload(path) -> tuple[int, list, list]:
 
 
 def synthetic_batches(vocab_size: int, batch_size: int, length: int, steps: int, seed: int = 0) -> list:
-    """``steps`` batches of fixed ``length`` with Zipf-like ids (frequent tokens repeat, like text)
+    """``steps`` batches of fixed ``length`` (int32 ids) with Zipf-like ids (frequent tokens repeat, like text)
     and the last quarter of every second row padded."""
     rng = np.random.default_rng(seed)
     batches = []
     for _ in range(steps):
-        ids = np.minimum(rng.zipf(1.2, size=(batch_size, length)), vocab_size - 1).astype(np.int64)
+        ids = np.minimum(rng.zipf(1.2, size=(batch_size, length)), vocab_size - 1).astype(np.int32)
         ids[::2, length - length // 4:] = 0
         batches.append((ids, rng.integers(0, 2, batch_size).astype(np.float32)))
     return batches

@@ -11,7 +11,8 @@ import numpy as np
 
 
 def check_token_ids(ids, input_dim: int) -> np.ndarray:
-    """Return ``ids`` as an int64 array of shape (batch, seq_len), or raise.
+    """Return ``ids`` as an integer array of shape (batch, seq_len), or raise (no copy for an
+    integer array: int32 ids stay int32).
 
     Accepts any integer array-like of rank 2 whose values lie in [0, input_dim).
     """
@@ -39,7 +40,9 @@ def check_token_ids(ids, input_dim: int) -> np.ndarray:
         raise ValueError(f"token id {high} is out of range for an Embedding with input_dim="
                          f"{input_dim} (valid ids are 0..{input_dim - 1}); was the data encoded "
                          "with a different vocabulary?")
-    return ids.astype(np.int64, copy=False)
+    if ids.dtype.kind == "u" and ids.dtype.itemsize >= 8:
+        ids = ids.astype(np.int64)          # np.bincount refuses uint64
+    return ids
 
 
 def check_labels(labels, batch_size: int) -> np.ndarray:

@@ -80,7 +80,7 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask_zero: bool
             raise ValueError(f"row {row} of the batch is all padding: with mask_zero=True its "
                              "average over non-padding tokens is undefined (Keras gives NaN); "
                              "drop empty reviews before batching")
-    pooled = counts @ table[rows].astype(np.float64) / lengths
+    pooled = counts @ np.take(table, rows, axis=0).astype(np.float64) / lengths
     return pooled.astype(table.dtype), rows, counts
 
 
@@ -127,7 +127,7 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_min
     so every row decays in two passes and only the U looked-up rows are then redone from their
     saved old values with the full formula.  ``scratch`` is a buffer shaped like ``weight``.
     """
-    m_rows, v_rows = m[rows], v[rows]
+    m_rows, v_rows = np.take(m, rows, axis=0), np.take(v, rows, axis=0)
     np.multiply(m, one_minus_beta_1, out=scratch)
     m -= scratch
     np.multiply(v, one_minus_beta_2, out=scratch)
@@ -140,9 +140,9 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_min
 def adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                           one_minus_beta_2, epsilon) -> None:
     """The same formula on ``rows`` only; the other rows' m, v and weights stay as they are."""
-    m_rows, v_rows, w_rows = m[rows], v[rows], weight[rows]
-    adam_update_reference(w_rows, m_rows, v_rows, grad_rows, squared_rows, alpha,
-                          one_minus_beta_1, one_minus_beta_2, epsilon)
+    m_rows, v_rows, w_rows = (np.take(state, rows, axis=0) for state in (m, v, weight))
+    adam_update(w_rows, m_rows, v_rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
+                one_minus_beta_2, epsilon)
     m[rows], v[rows], weight[rows] = m_rows, v_rows, w_rows
 
 
