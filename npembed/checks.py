@@ -74,3 +74,12 @@ def check_float_dtype(dtype) -> np.dtype:
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype}")
     return dtype
+
+
+def check_no_empty_rows(token_counts: np.ndarray) -> None:
+    """A masked average needs at least one real token per review; ``token_counts`` (B,) or (B, 1)."""
+    empty = np.flatnonzero(np.asarray(token_counts).reshape(-1) == 0)
+    if empty.size:
+        raise ValueError(f"row {int(empty[0])} of the batch is all padding: with mask_zero=True its "
+                         "average over non-padding tokens is undefined (Keras gives NaN); "
+                         "drop empty reviews before batching")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from npembed.checks import check_no_empty_rows
+
 
 # --------------------------------------------------------------------------- scatter-add
 def scatter_add_rows_reference(indices: np.ndarray, values: np.ndarray, num_rows: int) -> np.ndarray:
@@ -75,11 +77,7 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask_zero: bool
         lengths = np.full((ids.shape[0], 1), float(ids.shape[1]))
     else:
         lengths = counts.sum(axis=1, keepdims=True)
-        if np.any(lengths == 0):
-            row = int(np.argmax(lengths[:, 0] == 0))
-            raise ValueError(f"row {row} of the batch is all padding: with mask_zero=True its "
-                             "average over non-padding tokens is undefined (Keras gives NaN); "
-                             "drop empty reviews before batching")
+        check_no_empty_rows(lengths)
     pooled = counts @ np.take(table, rows, axis=0).astype(np.float64) / lengths
     return pooled.astype(table.dtype), rows, counts
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from npembed import initializers
-from npembed.checks import check_token_ids
+from npembed.checks import check_no_empty_rows, check_token_ids
 from npembed.sparse import IndexedSlices
 
 
@@ -150,11 +150,7 @@ class GlobalAveragePooling1D(Layer):
             self.cache = {"seq_len": x.shape[1]}
             return (x.sum(axis=1, dtype=np.float64) / x.shape[1]).astype(x.dtype)
         counts = mask.sum(axis=1)
-        if np.any(counts == 0):
-            row = int(np.argmax(counts == 0))
-            raise ValueError(f"row {row} of the batch is all padding: with mask_zero=True its "
-                             "average over non-padding tokens is undefined (Keras gives NaN); "
-                             "drop empty reviews before batching")
+        check_no_empty_rows(counts)
         mask_f = mask.astype(x.dtype)                                  # (B, L)
         counts_f = counts.astype(x.dtype)[:, None]                     # (B, 1)
         self.cache = {"seq_len": x.shape[1], "mask": mask_f, "counts": counts_f}

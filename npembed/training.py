@@ -260,7 +260,8 @@ class _ProgressBar(Callback):
             self.bar = None
             return
         self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="step",
-                        file=sys.stderr, leave=False, mininterval=0.5)
+                        file=sys.stderr, leave=False, mininterval=0.5,
+                        disable=None)           # no bar when stderr is not a terminal
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, step, logs):

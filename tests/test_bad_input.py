@@ -80,3 +80,9 @@ def test_empty_training_data(model):
 def test_bad_layer_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_masked_model_rejects_an_all_padding_review():
+    model = small_model(mask_zero=True)
+    with pytest.raises(ValueError, match="row 1 of the batch is all padding"):
+        model(np.array([[1, 2], [0, 0]]))

@@ -160,7 +160,7 @@ class _Reporter:
         if self.enabled:
             try:
                 from tqdm import tqdm
-                return tqdm(total=total, desc=f"npembed: {desc}", unit=unit, file=sys.stderr)
+                return tqdm(total=total, desc=f"npembed: {desc}", unit=unit, file=sys.stderr, disable=None)
             except ImportError:
                 pass
         return _NoBar()
