@@ -48,12 +48,19 @@ def cmd_prepare(args) -> None:
 
 def cmd_train(args) -> None:
     from npembed.training import TrainConfig, train
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, embedding_dim=args.embedding_dim,
+    if args.resume:
+        # The run's own config.json decides; only the number of epochs may be raised.
+        config = TrainConfig(epochs=args.epochs) if args.epochs is not None else None
+        results = train(config, args.out, data=args.data, resume=True)
+        print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
+        return
+    config = TrainConfig(epochs=10 if args.epochs is None else args.epochs, batch_size=args.batch_size,
+                         embedding_dim=args.embedding_dim,
                          hidden_units=args.hidden_units, mask=args.mask, learning_rate=args.learning_rate,
                          seed=args.seed, validation_steps=args.validation_steps or None,
                          shuffle_buffer=args.shuffle_buffer, early_stopping=args.early_stopping,
                          steps_per_epoch=args.steps_per_epoch, adam_variant=args.adam)
-    results = train(config, args.out, data=args.data, resume=args.resume)
+    results = train(config, args.out, data=args.data)
     print(f"run folder: {args.out}  (history.json, loss.png, accuracy.png, vecs.tsv, meta.tsv, "
           f"projector_config.pbtxt, checkpoint.npz)")
     print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
@@ -157,8 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("train", cmd_train, "train the tutorial's model (its settings by default) into a run folder")
     data_option(sub)
     sub.add_argument("--out", default="runs/tutorial", help="run folder (default runs/tutorial)")
-    sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    sub.add_argument("--epochs", type=int, default=10)
+    sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last "
+                     "checkpoint, with the options it was started with (only --epochs may be raised)")
+    sub.add_argument("--epochs", type=int, default=None, help="default 10")
     sub.add_argument("--batch-size", type=int, default=10)
     sub.add_argument("--embedding-dim", type=int, default=16)
     sub.add_argument("--hidden-units", type=int, default=16, help="0 removes the Dense(16, relu) layer")

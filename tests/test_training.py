@@ -188,3 +188,16 @@ def test_tensorboard_projector_serves_the_run(finished_run, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_cli_resume_keeps_the_runs_own_options(imdb, tmp_path, monkeypatch):
+    """`npembed train --out RUN --resume` continues with RUN's config.json, not the defaults."""
+    out = tmp_path / "cli_run"
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(epochs=2, steps_per_epoch=10, validation_steps=2, batch_size=5), out, data=imdb,
+              progress=False, extra_callbacks=[InterruptAt(1, 3)])
+    monkeypatch.setenv("NPEMBED_DATA", str(imdb.source.path))
+    assert cli.main(["train", "--out", str(out), "--resume"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["epochs"] == 2 and config["batch_size"] == 5
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == 2
