@@ -1,7 +1,9 @@
 """``--data tfds``: the tutorial's own ``tfds.load('imdb_reviews/subwords8k')``.
 
-Needs ``pip install 'npembed[tensorflow]'`` and either internet or a tfds data folder that
-already holds the prepared dataset.  tfds keeps its own cache, so nothing is cached here.
+Needs ``pip install 'npembed[tensorflow]'``.  tfds 4.9 no longer defines the ``subwords8k``
+config, so tfds can only *read* a prepared copy: one in its data folder (``~/tensorflow_datasets``
+or the folder ``tfds_local.prepare_tfds_subwords8k`` prepared), or, with internet, tfds's
+pre-built copy on its public bucket (``try_gcs=True``).  tfds keeps its own cache.
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ def load_from_tfds(progress: bool = True, data_dir: str | None = None, download:
         raise DataError("--data tfds needs tensorflow-datasets: pip install 'npembed[tensorflow]'") from err
     try:
         splits, info = tfds.load("imdb_reviews/subwords8k", split=list(SPLITS), with_info=True,
-                                 as_supervised=True, data_dir=data_dir, download=download)
+                                 as_supervised=True, data_dir=data_dir, download=download, try_gcs=True)
     except Exception as err:  # tfds raises many kinds: network, checksum, missing data
-        raise DataError(f"tfds.load('imdb_reviews/subwords8k') failed: {err}. Without internet, "
-                        "pass the aclImdb archive with --data instead") from err
+        raise DataError(f"tfds.load('imdb_reviews/subwords8k') failed: {err}. tfds 4.9 can only read "
+                        "a prepared copy of this config (from its data folder, or online from its "
+                        "bucket); otherwise pass the aclImdb archive with --data") from err
     encoder = SubwordEncoder(info.features["text"].encoder.subwords)
     encoded = [tfds_split_to_encoded(name, dataset) for name, dataset in zip(SPLITS, splits)]
     return ImdbSubwords8k(encoder, *encoded, source=DataSource("tfds"))
