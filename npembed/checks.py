@@ -58,7 +58,7 @@ def check_labels(labels, batch_size: int) -> np.ndarray:
                          f"the batch of {batch_size} reviews, got shape {labels.shape}")
     if labels.dtype == object or not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
         raise TypeError(f"labels must be numeric 0/1 values, got dtype {labels.dtype}")
-    bad = ~np.isin(labels, (0, 1))
+    bad = (labels != 0) & (labels != 1)
     if bad.any():
         raise ValueError(f"labels must be 0 (negative) or 1 (positive), found {labels[bad][0].item()!r} "
                          f"at position {int(np.argmax(bad))}")
