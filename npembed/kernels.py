@@ -49,17 +49,17 @@ def row_counts(ids: np.ndarray, num_rows: int, mask: np.ndarray | None = None) -
     batch = ids.shape[0]
     if num_rows <= 8 * ids.size:
         present = np.bincount(ids.ravel(), minlength=num_rows)
-        rows = np.flatnonzero(present)
-        slot = np.empty(num_rows, dtype=np.int64)
+        rows = np.flatnonzero(present > 0)              # (faster on a bool array than on counts)
+        slot = np.empty(num_rows, dtype=np.intp)
         slot[rows] = np.arange(rows.size)
-        inverse = slot[ids]
+        inverse = np.take(slot, ids)
     else:  # a large vocabulary: sort the ids instead of scanning the table (O(tokens), not O(V))
         rows, inverse = np.unique(ids, return_inverse=True)
-        inverse = inverse.reshape(ids.shape)
-    flat = (np.arange(batch)[:, None] * rows.size + inverse).ravel()
+        inverse = inverse.reshape(ids.shape).astype(np.intp)
+    inverse += (np.arange(batch) * rows.size)[:, None]          # flat index b * U + slot
     weights = None if mask is None else mask.ravel().astype(np.float64)
-    counts = np.bincount(flat, weights=weights, minlength=batch * rows.size)
-    return rows, counts.reshape(batch, rows.size)
+    counts = np.bincount(inverse.ravel(), weights=weights, minlength=batch * rows.size)
+    return rows, counts.reshape(batch, rows.size).astype(np.float64, copy=False)
 
 
 def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask_zero: bool
@@ -74,11 +74,12 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask_zero: bool
     mask = ids != 0 if mask_zero else None
     rows, counts = row_counts(ids, table.shape[0], mask)
     if mask is None:
-        lengths = np.full((ids.shape[0], 1), float(ids.shape[1]))
+        lengths = float(ids.shape[1])
     else:
         lengths = counts.sum(axis=1, keepdims=True)
         check_no_empty_rows(lengths)
-    pooled = counts @ np.take(table, rows, axis=0).astype(np.float64) / lengths
+    pooled = counts @ np.take(table, rows, axis=0).astype(np.float64)
+    pooled /= lengths
     return pooled.astype(table.dtype), rows, counts
 
 
@@ -123,13 +124,14 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_min
 
     Outside ``rows`` Keras's ``m += (0 - m) * c1`` is exactly ``m -= m * c1`` (negation is exact),
     so every row decays in two passes and only the U looked-up rows are then redone from their
-    saved old values with the full formula.  ``scratch`` is a buffer shaped like ``weight``.
+    saved old values with the full formula.  ``scratch`` is a pair of buffers shaped like ``weight``.
     """
     m_rows, v_rows = np.take(m, rows, axis=0), np.take(v, rows, axis=0)
-    np.multiply(m, one_minus_beta_1, out=scratch)
-    m -= scratch
-    np.multiply(v, one_minus_beta_2, out=scratch)
-    v -= scratch
+    decay = scratch[0]
+    np.multiply(m, one_minus_beta_1, out=decay)
+    m -= decay
+    np.multiply(v, one_minus_beta_2, out=decay)
+    v -= decay
     m[rows] = m_rows + (grad_rows - m_rows) * one_minus_beta_1
     v[rows] = v_rows + (squared_rows - v_rows) * one_minus_beta_2
     _apply_step(weight, m, v, alpha, epsilon, scratch)
@@ -145,9 +147,11 @@ def adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, on
 
 
 def _apply_step(weight, m, v, alpha, epsilon, scratch) -> None:
-    """``weight -= m * alpha / (sqrt(v) + epsilon)`` with one scratch buffer and one temporary."""
-    np.sqrt(v, out=scratch)
-    scratch += epsilon
-    step = np.multiply(m, alpha)
-    np.divide(step, scratch, out=scratch)
-    weight -= scratch
+    """``weight -= m * alpha / (sqrt(v) + epsilon)`` in two scratch buffers shaped like weight
+    (a fresh temporary of the table's size would cost an mmap and its page faults every step)."""
+    denominator, step = scratch
+    np.sqrt(v, out=denominator)
+    denominator += epsilon
+    np.multiply(m, alpha, out=step)
+    np.divide(step, denominator, out=step)
+    weight -= step

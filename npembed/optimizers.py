@@ -92,17 +92,19 @@ class Adam:
             raise ValueError(f"got {len(grads)} gradients for {len(weights)} weights")
         if not self.momentums:
             self.build(weights)
+        constants: dict[np.dtype, tuple] = {}        # the step's scalars, once per dtype
         for index, (weight, grad) in enumerate(zip(weights, grads)):
-            self._update(index, weight, grad)
+            dtype = weight.dtype
+            if dtype not in constants:
+                constants[dtype] = (self.step_size(dtype), dtype.type(1 - self.beta_1),
+                                    dtype.type(1 - self.beta_2), dtype.type(self.epsilon))
+            self._update(index, weight, grad, *constants[dtype])
         self.iterations += 1
 
-    def _update(self, index: int, weight: np.ndarray, grad: Gradient) -> None:
+    def _update(self, index: int, weight: np.ndarray, grad: Gradient, alpha, one_minus_beta_1,
+                one_minus_beta_2, epsilon) -> None:
         m, v = self.momentums[index], self.velocities[index]
         dtype = weight.dtype
-        alpha = self.step_size(dtype)
-        one_minus_beta_1 = dtype.type(1 - self.beta_1)
-        one_minus_beta_2 = dtype.type(1 - self.beta_2)
-        epsilon = dtype.type(self.epsilon)
         if isinstance(grad, np.ndarray):
             kernels.adam_update(weight, m, v, grad, None, alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
             return
@@ -116,7 +118,7 @@ class Adam:
                                           one_minus_beta_1, one_minus_beta_2, epsilon)
         else:
             if self._scratch[index] is None:
-                self._scratch[index] = np.empty_like(weight)
+                self._scratch[index] = (np.empty_like(weight), np.empty_like(weight))
             kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                                      one_minus_beta_2, epsilon, self._scratch[index])
 

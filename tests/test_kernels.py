@@ -98,7 +98,7 @@ def test_adam_update_rows_is_bit_exact(dtype):
     ref = [weight.copy(), m.copy(), v.copy()]
     kernels.adam_update_reference(*ref, dense_grad, dense_squared, *args)
     fast = [weight.copy(), m.copy(), v.copy()]
-    kernels.adam_update_rows(*fast, rows, grad_rows, squared_rows, *args, np.empty(shape, dtype))
+    kernels.adam_update_rows(*fast, rows, grad_rows, squared_rows, *args, (np.empty(shape, dtype), np.empty(shape, dtype)))
     for a, b in zip(ref, fast):
         np.testing.assert_array_equal(a, b)
 
