@@ -103,6 +103,7 @@ class PooledSlices:
         """
         rows, counts = self._rows_and_counts
         g = self.row_gradient
+        counts = counts.astype(g.dtype)              # small counts are exact in either dtype
         return rows, counts.T @ g, counts.T @ np.square(g)
 
     def to_dense(self) -> np.ndarray:
