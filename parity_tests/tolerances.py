@@ -52,8 +52,8 @@ FLOAT64 = {
     "slices": Tol(1e-14, 1e-18, "one division"),
     "adam_weights": Tol(0, 1e-13, "as float32, scaled by 2**-29"),
     "adam_moments": Tol(1e-10, 1e-20, "linear in g and slice**2"),
-    "trajectory_loss": Tol(1e-13, 0, "200 Adam steps: measured 6e-16 relative; rounding compounds slowly"),
-    "trajectory_weights": Tol(0, 1e-12, "200 Adam steps: measured 1.4e-14"),
+    "trajectory_loss": Tol(1e-13, 0, "200 Adam steps: measured 2e-15 relative; rounding compounds slowly"),
+    "trajectory_weights": Tol(0, 1e-12, "200 Adam steps: measured 5e-14"),
 }
 
 
