@@ -161,3 +161,14 @@ def test_float64_training_trajectory_200_steps(mask_zero, real_batches):
             assert_close(w, kw, "float64", "trajectory_weights", name)
     finally:
         keras.config.set_floatx("float32")
+
+
+def test_npembed_grads_prints_keras_beside_npembed(imdb, capsys, monkeypatch):
+    from npembed import cli
+    monkeypatch.setenv("NPEMBED_DATA", str(imdb.source.path))
+    assert cli.main(["grads", "--batch", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "npembed / Keras / max |difference|" in out
+    loss_line = next(line for line in out.splitlines() if "loss: npembed" in line)
+    ours, theirs = float(loss_line.split()[2]), float(loss_line.split()[4])
+    assert ours == pytest.approx(theirs, rel=1e-6)

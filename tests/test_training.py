@@ -201,3 +201,15 @@ def test_cli_resume_keeps_the_runs_own_options(imdb, tmp_path, monkeypatch):
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 2 and config["batch_size"] == 5
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 2
+
+
+def test_cli_grads_on_a_real_review(imdb, capsys, monkeypatch):
+    monkeypatch.setenv("NPEMBED_DATA", str(imdb.source.path))
+    assert cli.main(["grads", "--index", "3", "--no-keras"]) == 0
+    out = capsys.readouterr().out
+    assert "train review 3 (aclImdb/train/" in out and "loss: " in out
+    assert "embedding/embeddings" in out and "'the_'" in out and "slices" in out
+    errors = [float(line.split("rel_error")[1].split()[0]) for line in out.splitlines() if "rel_error" in line]
+    assert len(errors) == 5 and max(errors) < 1e-6
+    assert cli.main(["grads", "--text", "A wonderful film.", "--label", "1", "--no-keras"]) == 0
+    assert "the text 'A wonderful film.' (label 1)" in capsys.readouterr().out
