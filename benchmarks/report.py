@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+SHORT = {"npembed": "npembed", "keras": "Keras", "keras_jit": "Keras (XLA)", "torch": "PyTorch",
+         "npembed_lazy": "npembed, lazy Adam"}
 NAMES = {"npembed": "npembed (Keras-exact Adam)", "keras": "Keras fit", "keras_jit": "Keras fit, jit_compile=True",
          "torch": "PyTorch eager", "npembed_lazy": "npembed, lazy Adam"}
 
@@ -55,13 +57,13 @@ def write_charts(results: dict, folder: Path) -> None:
                            (axes[1], "predict_seconds", "Predicting 25,000 reviews, s")):
         names = [n for n in results["frameworks"] if key in results["frameworks"][n]]
         medians = [results["frameworks"][n][key]["median"] for n in names]
-        ax.barh([NAMES.get(n, n) for n in names], medians, color=["C2" if n == "npembed" else "C0" for n in names])
+        ax.barh([SHORT.get(n, n) for n in names], medians, color=["C2" if n == "npembed" else "C0" for n in names])
         for i, value in enumerate(medians):
             ax.text(value, i, f" {value:.2f}", va="center")
         ax.set_title(title)
         ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(folder / "bench_epoch.png", dpi=100)
+    fig.savefig(folder / "bench_epoch.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     sweeps = {s: [] for s in ("vocab", "dim", "batch", "length")}
     for framework, points in results.get("sweeps", {}).items():
@@ -74,7 +76,7 @@ def write_charts(results: dict, folder: Path) -> None:
         for framework in dict.fromkeys(f for f, _, _ in entries):
             xs = [x for f, x, _ in entries if f == framework]
             ys = [y for f, _, y in entries if f == framework]
-            ax.plot(xs, ys, "o-", label=NAMES.get(framework, framework))
+            ax.plot(xs, ys, "o-", label=SHORT.get(framework, framework))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(labels[sweep])
@@ -82,7 +84,7 @@ def write_charts(results: dict, folder: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "bench_sweeps.png", dpi=100)
+    fig.savefig(folder / "bench_sweeps.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -185,12 +187,14 @@ the training epoch), the framework and the model. npembed needs little beyond th
 def main() -> None:
     import argparse
     import json
-    parser = argparse.ArgumentParser(description="Write docs/benchmarks.md (and print the tables) from a results JSON")
+    parser = argparse.ArgumentParser(description="Write docs/benchmarks.md and its charts (and print the "
+                                                 "tables) from a results JSON")
     parser.add_argument("results", nargs="?", default=str(Path(__file__).resolve().parent / "results" / "latest.json"))
     parser.add_argument("--docs", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     results = json.loads(Path(args.results).read_text())
     Path(args.docs).write_text(docs_page(results))
+    write_charts(results, Path(args.docs).parent / "images")
     print(markdown_tables(results))
     print(f"wrote {args.docs}")
 
