@@ -41,3 +41,12 @@ def test_every_example_equals_tfds_in_order(tfds_builder, imdb, split):
     for (ids, labels), (tf_ids, tf_labels) in zip(first, expected.as_numpy_iterator()):
         np.testing.assert_array_equal(ids, tf_ids)
         np.testing.assert_array_equal(labels, tf_labels)
+
+
+def test_data_tfds_reads_a_prepared_copy(tfds_builder, imdb):
+    """``--data tfds`` goes through the same builder; with the dataset prepared it needs no network."""
+    from npembed.datasets.tfds_source import load_from_tfds
+    data = load_from_tfds(progress=False, data_dir=str(default_cache_dir() / "tfds"))
+    assert data.encoder.subwords == imdb.encoder.subwords
+    np.testing.assert_array_equal(data.test.ids, imdb.test.ids)
+    np.testing.assert_array_equal(data.train.labels, imdb.train.labels)
