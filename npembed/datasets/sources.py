@@ -44,7 +44,7 @@ class DataSource:
     path: Path | None = None
 
     def describe(self) -> str:
-        return "tfds.load('imdb_reviews/subwords8k')" if self.kind == TFDS_NAME else f"{self.kind} {self.path}"
+        return "tfds imdb_reviews/subwords8k" if self.kind == TFDS_NAME else f"{self.kind} {self.path}"
 
 
 def resolve_source(data: str | os.PathLike | None = None) -> DataSource:
@@ -60,7 +60,7 @@ def resolve_source(data: str | os.PathLike | None = None) -> DataSource:
             "no IMDB data given. Pass one of:\n"
             "  --data /path/to/aclImdb_v1.tar.gz   (the official archive, or aclImdb_labeled.tar.gz)\n"
             "  --data /path/to/aclImdb             (an extracted folder)\n"
-            "  --data tfds                         (tfds.load('imdb_reviews/subwords8k'), needs\n"
+            "  --data tfds                         (imdb_reviews/subwords8k prepared by tfds; needs\n"
             "                                       pip install 'npembed[tensorflow]' and internet)\n"
             f"or set {ENV_VAR} to one of these. The official archive is at "
             "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz")
