@@ -62,7 +62,7 @@ def row_counts(ids: np.ndarray, num_rows: int, mask: np.ndarray | None = None) -
     return rows, counts.reshape(batch, rows.size).astype(np.float64, copy=False)
 
 
-def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask_zero: bool
+def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``Embedding`` then ``GlobalAveragePooling1D`` in one step: (pooled (B, D), rows, counts).
 
@@ -71,7 +71,6 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask_zero: bool
     positions given count 0): a (B, U) by (U, D) product in float64, rounded once, like the
     layer's float64 accumulation; the two agree to within one ulp of the output dtype.
     """
-    mask = ids != 0 if mask_zero else None
     rows, counts = row_counts(ids, table.shape[0], mask)
     if mask is None:
         lengths = float(ids.shape[1])

@@ -135,8 +135,9 @@ class Sequential:
         if self.fused:
             embedding = self.layers[0]
             ids = check_token_ids(ids, embedding.input_dim)
-            out, rows, counts = kernels.pooled_lookup(ids, embedding.params["embeddings"], embedding.mask_zero)
-            embedding.cache = {"ids": ids, "rows_and_counts": (rows, counts)}
+            token_mask = embedding.compute_mask(ids, None)
+            out, rows, counts = kernels.pooled_lookup(ids, embedding.params["embeddings"], token_mask)
+            embedding.cache = {"ids": ids, "mask": token_mask, "rows_and_counts": (rows, counts)}
             layers = self.layers[2:]
         for layer in layers:
             layer_input = out
@@ -153,10 +154,9 @@ class Sequential:
             grad = layer.backward(grad)
         if self.fused:
             embedding = self.layers[0]
-            ids = embedding.cache["ids"]
             embedding.sparse_grads["embeddings"] = PooledSlices(
-                ids, grad, embedding.compute_mask(ids, None), embedding.input_dim,
-                embedding.cache.get("rows_and_counts"))
+                embedding.cache["ids"], grad, embedding.cache["mask"], embedding.input_dim,
+                embedding.cache["rows_and_counts"])
             embedding.grads.pop("embeddings", None)
 
     def gradients(self) -> list[np.ndarray]:
