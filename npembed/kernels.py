@@ -3,12 +3,66 @@
 A reader who wants the math should read ``layers.py`` and ``optimizers.py``; this module only
 makes the same arithmetic cheaper.  Every fast function here names its reference and states
 how close the two are (bit for bit, or a tolerance and why).
+
+Two backends run the fast functions:
+
+- ``"native"``: the C loops of ``npembed/native.c``, compiled on first use with the machine's C
+  compiler (see ``native.py``); the default wherever that works;
+- ``"numpy"``: whole-array NumPy, always available, and the reference for the other.
+
+``NPEMBED_KERNELS=numpy`` (or ``native``) in the environment, or :func:`set_backend`, chooses.
 """
 from __future__ import annotations
+
+import os
+import warnings
 
 import numpy as np
 
 from npembed.checks import check_no_empty_rows
+
+BACKENDS = ("native", "numpy")
+_backend: str | None = None
+_native = None                   # the npembed.native module, once its build has loaded
+
+
+def backend() -> str:
+    """The backend in use: ``NPEMBED_KERNELS`` if set, else "native" where it builds, else
+    "numpy" (with a warning that says why)."""
+    if _backend is None:
+        requested = os.environ.get("NPEMBED_KERNELS", "").strip().lower()
+        if requested:
+            set_backend(requested)
+        else:
+            try:
+                set_backend("native")
+            except ImportError as err:
+                warnings.warn(f"npembed runs its NumPy kernels, about 2x slower: {err} "
+                              "(set NPEMBED_KERNELS=numpy to choose them and silence this)",
+                              RuntimeWarning, stacklevel=2)
+                set_backend("numpy")
+    return _backend
+
+
+def set_backend(name: str) -> None:
+    """Use ``"native"`` or ``"numpy"`` kernels from now on (for every model in the process).
+    Raises ImportError when the native kernels cannot be built here."""
+    global _backend, _native
+    if name not in BACKENDS:
+        raise ValueError(f"kernel backend must be one of {BACKENDS}, got {name!r} "
+                         "(from set_backend or the NPEMBED_KERNELS environment variable)")
+    if name == "native" and _native is None:
+        from npembed import native
+        try:
+            native.load()
+        except native.BuildError as err:
+            raise ImportError(f"the native kernels could not be built: {err}") from err
+        _native = native
+    _backend = name
+
+
+def _use_native() -> bool:
+    return (_backend or backend()) == "native"
 
 
 # --------------------------------------------------------------------------- scatter-add
@@ -63,14 +117,22 @@ def row_counts(ids: np.ndarray, num_rows: int, mask: np.ndarray | None = None) -
 
 
 def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``Embedding`` then ``GlobalAveragePooling1D`` in one step: (pooled (B, D), rows, counts).
+                  ) -> tuple[np.ndarray, object]:
+    """``Embedding`` then ``GlobalAveragePooling1D`` in one step: (pooled (B, D), memo).
 
     Reference: ``GlobalAveragePooling1D().forward(table[ids], mask)``.  Instead of gathering a
-    (B, L, D) array, ``pooled = counts @ table[rows] / L`` (or ``/ n[b]`` with the padding
-    positions given count 0): a (B, U) by (U, D) product in float64, rounded once, like the
-    layer's float64 accumulation; the two agree to within one ulp of the output dtype.
+    (B, L, D) array, NumPy computes ``pooled = counts @ table[rows] / L`` (or ``/ n[b]`` with
+    the padding positions given count 0): a (B, U) by (U, D) product in float64, rounded once,
+    like the layer's float64 accumulation; the C loop adds each review's rows in
+    float64.  Either agrees with the reference to within one ulp of the output dtype.
+    ``memo`` is what :func:`pooled_row_sums` reuses for the backward pass: the rows and the
+    (B, U) count matrix (NumPy), or each review's distinct rows and their counts (native).
     """
+    if _use_native():
+        pooled, lengths, review_counts = _native.pooled_lookup(ids, table, mask)
+        if mask is not None:
+            check_no_empty_rows(lengths)
+        return pooled, review_counts
     rows, counts = row_counts(ids, table.shape[0], mask)
     if mask is None:
         lengths = float(ids.shape[1])
@@ -79,7 +141,27 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None
         check_no_empty_rows(lengths)
     pooled = counts @ np.take(table, rows, axis=0).astype(np.float64)
     pooled /= lengths
-    return pooled.astype(table.dtype), rows, counts
+    return pooled.astype(table.dtype), (rows, counts)
+
+
+def pooled_row_sums(ids: np.ndarray, mask: np.ndarray | None, row_gradient: np.ndarray,
+                    num_rows: int, memo=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rows (U,) ascending, sums (U, D), squared sums (U, D) of the pooled embedding's slices.
+
+    Slice (b, t) is ``mask[b, t] * row_gradient[b]`` (no mask: every position).  Reference: the
+    ``IndexedSlices`` of ``Embedding.backward`` after ``GlobalAveragePooling1D.backward``, and
+    its ``row_sums()``.  NumPy: ``counts.T @ g`` and ``counts.T @ g**2`` with the (B, U) count
+    matrix, in the gradient's dtype; native: ``count * g`` per review and row, summed in
+    float64 and rounded once.  ``memo`` comes from :func:`pooled_lookup` (recomputed when None).
+    The two agree to a few ulps of each sum.
+    """
+    if _use_native():
+        if memo is None:
+            memo = _native.review_row_counts(ids, mask, num_rows)
+        return _native.pooled_row_sums(memo, row_gradient, num_rows)
+    rows, counts = memo if memo is not None else row_counts(ids, num_rows, mask)
+    counts = counts.astype(row_gradient.dtype)          # small counts are exact in either dtype
+    return rows, counts.T @ row_gradient, counts.T @ np.square(row_gradient)
 
 
 # --------------------------------------------------------------------------- Adam
@@ -99,8 +181,11 @@ def adam_update_reference(weight, m, v, grad, squared_grad, alpha, one_minus_bet
 
 def adam_update(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
                 one_minus_beta_2, epsilon) -> None:
-    """:func:`adam_update_reference` with one scratch buffer instead of a temporary per
-    operation; the same operations in the same order, so bit for bit equal."""
+    """:func:`adam_update_reference`, bit for bit: native, one pass; NumPy, one scratch
+    buffer instead of a temporary per operation (the same operations in the same order)."""
+    if squared_grad is None and _use_native():
+        _native.adam_update(weight, m, v, grad, alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
+        return
     scratch = np.subtract(grad, m)
     scratch *= one_minus_beta_1
     m += scratch
@@ -118,13 +203,21 @@ def adam_update(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
 
 
 def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
-                     one_minus_beta_2, epsilon, scratch) -> None:
-    """:func:`adam_update_reference` for a gradient that is zero outside ``rows``, bit for bit.
+                     one_minus_beta_2, epsilon, scratch=None) -> None:
+    """:func:`adam_update_reference` for a gradient that is zero outside ``rows`` (ascending,
+    distinct), bit for bit.
 
-    Outside ``rows`` Keras's ``m += (0 - m) * c1`` is exactly ``m -= m * c1`` (negation is exact),
-    so every row decays in two passes and only the U looked-up rows are then redone from their
-    saved old values with the full formula.  ``scratch`` is a pair of buffers shaped like ``weight``.
+    Outside ``rows`` Keras's ``m += (0 - m) * c1`` is exactly ``m -= m * c1`` (negation is exact).
+    Native: one pass over the table.  NumPy: every row decays in two passes and only the U
+    looked-up rows are then redone from their saved old values with the full formula;
+    ``scratch`` is a pair of buffers shaped like ``weight`` (allocated when None).
     """
+    if _use_native():
+        _native.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha,
+                                 one_minus_beta_1, one_minus_beta_2, epsilon)
+        return
+    if scratch is None:
+        scratch = (np.empty_like(weight), np.empty_like(weight))
     m_rows, v_rows = np.take(m, rows, axis=0), np.take(v, rows, axis=0)
     decay = scratch[0]
     np.multiply(m, one_minus_beta_1, out=decay)
@@ -139,6 +232,10 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_min
 def adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                           one_minus_beta_2, epsilon) -> None:
     """The same formula on ``rows`` only; the other rows' m, v and weights stay as they are."""
+    if _use_native():
+        _native.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha,
+                                 one_minus_beta_1, one_minus_beta_2, epsilon, lazy=True)
+        return
     m_rows, v_rows, w_rows = (np.take(state, rows, axis=0) for state in (m, v, weight))
     adam_update(w_rows, m_rows, v_rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                 one_minus_beta_2, epsilon)

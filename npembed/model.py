@@ -136,8 +136,8 @@ class Sequential:
             embedding = self.layers[0]
             ids = check_token_ids(ids, embedding.input_dim)
             token_mask = embedding.compute_mask(ids, None)
-            out, rows, counts = kernels.pooled_lookup(ids, embedding.params["embeddings"], token_mask)
-            embedding.cache = {"ids": ids, "mask": token_mask, "rows_and_counts": (rows, counts)}
+            out, memo = kernels.pooled_lookup(ids, embedding.params["embeddings"], token_mask)
+            embedding.cache = {"ids": ids, "mask": token_mask, "memo": memo}
             layers = self.layers[2:]
         for layer in layers:
             layer_input = out
@@ -156,7 +156,7 @@ class Sequential:
             embedding = self.layers[0]
             embedding.sparse_grads["embeddings"] = PooledSlices(
                 embedding.cache["ids"], grad, embedding.cache["mask"], embedding.input_dim,
-                embedding.cache["rows_and_counts"])
+                embedding.cache["memo"])
             embedding.grads.pop("embeddings", None)
 
     def gradients(self) -> list[np.ndarray]:

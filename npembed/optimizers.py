@@ -117,7 +117,7 @@ class Adam:
             kernels.adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha,
                                           one_minus_beta_1, one_minus_beta_2, epsilon)
         else:
-            if self._scratch[index] is None:
+            if self._scratch[index] is None and kernels.backend() == "numpy":
                 self._scratch[index] = (np.empty_like(weight), np.empty_like(weight))
             kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                                      one_minus_beta_2, epsilon, self._scratch[index])

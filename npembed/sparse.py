@@ -67,11 +67,10 @@ class PooledSlices:
     """
 
     def __init__(self, ids: np.ndarray, dpooled: np.ndarray, mask: np.ndarray | None, input_dim: int,
-                 rows_and_counts: tuple[np.ndarray, np.ndarray] | None = None):
+                 memo=None):
         self.ids = ids
         self.mask = mask
-        if rows_and_counts is not None:                  # from kernels.pooled_lookup's forward
-            self.__dict__["_rows_and_counts"] = rows_and_counts
+        self._memo = memo                                 # from kernels.pooled_lookup's forward
         self.dense_shape = (input_dim, dpooled.shape[1])
         if mask is None:
             self.row_gradient = dpooled / dpooled.dtype.type(ids.shape[1])                 # (B, D)
@@ -92,19 +91,18 @@ class PooledSlices:
         return values
 
     @cached_property
-    def _rows_and_counts(self) -> tuple[np.ndarray, np.ndarray]:
-        return kernels.row_counts(self.ids, self.dense_shape[0], self.mask)
+    def _row_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return kernels.pooled_row_sums(self.ids, self.mask, self.row_gradient, self.dense_shape[0],
+                                       self._memo)
 
     def row_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """rows (U,), sum of slices (U, D), sum of squared slices (U, D).
+        """rows (U,) ascending, sum of slices (U, D), sum of squared slices (U, D).
 
-        ``sums = counts.T @ g`` and ``squared = counts.T @ g**2``, where ``counts[b, u]`` is how
-        many (non-padding, when masked) positions of review b hold row ``rows[u]``.
+        ``sums[u] = sum_b counts[b, u] * g[b]`` and ``squared[u] = sum_b counts[b, u] * g[b]**2``,
+        where ``counts[b, u]`` is how many (non-padding, when masked) positions of review b hold
+        row ``rows[u]`` (``kernels.pooled_row_sums``).
         """
-        rows, counts = self._rows_and_counts
-        g = self.row_gradient
-        counts = counts.astype(g.dtype)              # small counts are exact in either dtype
-        return rows, counts.T @ g, counts.T @ np.square(g)
+        return self._row_sums
 
     def to_dense(self) -> np.ndarray:
         rows, sums, _ = self.row_sums()

@@ -82,3 +82,30 @@ def tiny_corpus() -> dict[str, bytes]:
         for i, text in enumerate(bad):
             corpus[f"{split}/neg/{i}_2.txt"] = b"  " + text
     return corpus
+
+
+def _using_backend(name: str):
+    """Switch npembed's kernels to ``name`` for one test, then back.  The native kernels must
+    build wherever a C compiler is present; under CI a failed build fails the test."""
+    from npembed import kernels
+    previous = kernels.backend()
+    try:
+        kernels.set_backend(name)
+    except ImportError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"the native kernels must build under CI: {err}")
+        pytest.skip(str(err))
+    yield name
+    kernels.set_backend(previous)
+
+
+@pytest.fixture(params=["numpy", "native"])
+def kernel_backend(request):
+    """Run the test once on each kernel backend."""
+    yield from _using_backend(request.param)
+
+
+@pytest.fixture
+def native_backend():
+    """Run the test on the native (C) kernels."""
+    yield from _using_backend("native")

@@ -32,7 +32,7 @@ def test_bias_correction_uses_float32_betas_even_in_float64():
     assert alpha == 0.001 * np.sqrt(1 - b2) / (1 - b1)
 
 
-def test_fast_kernel_equals_reference_bit_for_bit():
+def test_fast_kernel_equals_reference_bit_for_bit(kernel_backend):
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
         state = [rng.normal(size=(50, 4)).astype(dtype) for _ in range(3)]

@@ -1,0 +1,385 @@
+/* The training step's hot loops in C: the "native" kernel backend (see npembed/native.py).
+ *
+ * NumPy runs one pass over memory per operation: Keras's Adam on the 8185 x 16 table is ten
+ * passes over 131,000 entries, and every call costs microseconds before it starts.  Here each
+ * hot path is one loop that reads every entry once.  npembed/kernels.py holds the NumPy
+ * version of each and the tests hold these to them (bit for bit for Adam).
+ *
+ * Exactness: built with -ffp-contract=off (no fused multiply-add: Keras rounds the product
+ * and the sum separately) and without -ffast-math, so every operation is IEEE, in the
+ * weights' type, in the order Keras writes it.  -fno-math-errno only lets the compiler use
+ * the sqrt instruction (vectorised, correctly rounded) without a call for errno's sake.
+ *
+ * Arrays arrive through the buffer protocol ("w*": writable, "y*": read-only); both demand a
+ * C-contiguous buffer.  npembed/native.py checks dtypes and shapes before calling; the
+ * functions here check buffer sizes again, so that a wrong call raises instead of writing
+ * out of bounds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int need(const Py_buffer *buf, Py_ssize_t bytes, const char *name)
+{
+    if (buf->len < bytes) {
+        PyErr_Format(PyExc_ValueError, "npembed native kernel: buffer %s holds %zd bytes, needs %zd",
+                     name, buf->len, bytes);
+        return 0;
+    }
+    return 1;
+}
+
+static void release(Py_buffer *bufs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (bufs[i].obj) PyBuffer_Release(&bufs[i]);
+}
+
+/* ------------------------------------------------------------------ row counts per review
+ * Review b holds row pair_rows[p] at pair_counts[p] unmasked positions, p in offsets[b] ..
+ * offsets[b+1], rows in order of first appearance.  A row seen only at masked positions is
+ * listed with count 0 (TensorFlow's IndexedSlices list it too).  counter (V,) is all zero on
+ * entry and exit; while review b is counted, a row it holds has 1 + its count there.  A run
+ * of one row (the padding) is counted in a register. */
+#define COUNT_REVIEW_ROWS(NAME, ID_T)                                                          \
+static void NAME(const ID_T *ids, const uint8_t *mask, int64_t batch, int64_t length,          \
+                 int64_t *counter, int64_t *pair_rows, int64_t *pair_counts, int64_t *offsets) \
+{                                                                                              \
+    int64_t pairs = 0;                                                                         \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const ID_T *row_ids = ids + b * length;                                                \
+        const uint8_t *row_mask = mask ? mask + b * length : NULL;                             \
+        offsets[b] = pairs;                                                                    \
+        int64_t run_row = row_ids[0], run = 0;                                                 \
+        for (int64_t t = 0; t <= length; t++) {                                                \
+            if (t < length && row_ids[t] == run_row) {                                         \
+                run += row_mask ? row_mask[t] != 0 : 1;                                        \
+                continue;                                                                      \
+            }                                                                                  \
+            int64_t is_new = counter[run_row] == 0;   /* branch-free: hard to predict */       \
+            pair_rows[pairs] = run_row;                                                        \
+            pairs += is_new;                                                                   \
+            counter[run_row] += run + is_new;                                                  \
+            if (t < length) {                                                                  \
+                run_row = row_ids[t];                                                          \
+                run = row_mask ? row_mask[t] != 0 : 1;                                         \
+            }                                                                                  \
+        }                                                                                      \
+        for (int64_t p = offsets[b]; p < pairs; p++) {                                         \
+            pair_counts[p] = counter[pair_rows[p]] - 1;                                        \
+            counter[pair_rows[p]] = 0;                                                         \
+        }                                                                                      \
+    }                                                                                          \
+    offsets[batch] = pairs;                                                                    \
+}
+COUNT_REVIEW_ROWS(count_review_rows_i32, int32_t)
+COUNT_REVIEW_ROWS(count_review_rows_i64, int64_t)
+
+/* count_review_rows(ids, mask or None, counter, pair_rows, pair_counts, offsets, batch,
+ *                   length, num_rows, ids_itemsize) */
+static PyObject *py_count_review_rows(PyObject *self, PyObject *args)
+{
+    Py_buffer b[6] = {{0}};
+    PyObject *mask_obj;
+    Py_ssize_t batch, length, num_rows, id_size;
+    if (!PyArg_ParseTuple(args, "y*Ow*w*w*w*nnnn", &b[0], &mask_obj, &b[2], &b[3], &b[4], &b[5],
+                          &batch, &length, &num_rows, &id_size))
+        return NULL;
+    int ok = (id_size == 4 || id_size == 8) && batch > 0 && length > 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "count_review_rows: bad ids item size or shape");
+    if (ok && mask_obj != Py_None) {
+        ok = PyObject_GetBuffer(mask_obj, &b[1], PyBUF_SIMPLE) == 0 && need(&b[1], batch * length, "mask");
+    }
+    ok = ok && need(&b[0], batch * length * id_size, "ids") && need(&b[2], num_rows * 8, "counter")
+         && need(&b[3], batch * length * 8, "pair_rows") && need(&b[4], batch * length * 8, "pair_counts")
+         && need(&b[5], (batch + 1) * 8, "offsets");
+    if (ok) {
+        const uint8_t *mask = mask_obj != Py_None ? b[1].buf : NULL;
+        Py_BEGIN_ALLOW_THREADS
+        if (id_size == 4)
+            count_review_rows_i32(b[0].buf, mask, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf);
+        else
+            count_review_rows_i64(b[0].buf, mask, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 6);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ pooled embedding
+ * out[b] = sum_p count_p * table[row_p] / n[b] over review b's pairs, n[b] its token count
+ * (or `length` when positive: the unmasked average over the padded length), summed in double
+ * and rounded once; lengths[b] = n[b].  A count times a float is exact in double. */
+#define POOLED_SUM(NAME, REAL)                                                                 \
+static void NAME(const REAL *table, const int64_t *pair_rows, const int64_t *pair_counts,      \
+                 const int64_t *offsets, int64_t batch, int64_t dim, int64_t length,           \
+                 REAL *out, int64_t *lengths, double *restrict total)                          \
+{                                                                                              \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        int64_t tokens = 0;                                                                    \
+        for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                      \
+        for (int64_t p = offsets[b]; p < offsets[b + 1]; p++) {                                \
+            const double count = (double)pair_counts[p];                                       \
+            const REAL *restrict values = table + pair_rows[p] * dim;                          \
+            tokens += pair_counts[p];                                                          \
+            for (int64_t j = 0; j < dim; j++) total[j] += count * (double)values[j];           \
+        }                                                                                      \
+        lengths[b] = tokens;                                                                   \
+        const double denominator = length > 0 ? (double)length : (double)(tokens > 0 ? tokens : 1); \
+        for (int64_t j = 0; j < dim; j++) out[b * dim + j] = (REAL)(total[j] / denominator);   \
+    }                                                                                          \
+}
+POOLED_SUM(pooled_sum_f32, float)
+POOLED_SUM(pooled_sum_f64, double)
+
+/* pooled_sum(table, pair_rows, pair_counts, offsets, out, lengths, num_rows, batch, dim,
+ *            length, itemsize) */
+static PyObject *py_pooled_sum(PyObject *self, PyObject *args)
+{
+    Py_buffer b[6] = {{0}};
+    Py_ssize_t num_rows, batch, dim, length, item;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*nnnnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &num_rows, &batch, &dim, &length, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && dim > 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "pooled_sum: bad item size or width");
+    ok = ok && need(&b[0], num_rows * dim * item, "table") && need(&b[3], (batch + 1) * 8, "offsets")
+         && need(&b[4], batch * dim * item, "out") && need(&b[5], batch * 8, "lengths");
+    if (ok) {
+        int64_t pairs = ((const int64_t *)b[3].buf)[batch];
+        ok = need(&b[1], pairs * 8, "pair_rows") && need(&b[2], pairs * 8, "pair_counts");
+    }
+    double *total = ok ? malloc(dim * sizeof(double)) : NULL;
+    if (ok && !total) { PyErr_NoMemory(); ok = 0; }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4)
+            pooled_sum_f32(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, length, b[4].buf, b[5].buf, total);
+        else
+            pooled_sum_f64(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, length, b[4].buf, b[5].buf, total);
+        Py_END_ALLOW_THREADS
+    }
+    free(total);
+    release(b, 6);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ its gradient, per row
+ * The distinct rows (ascending, into rows[:U]) and per row the sum of its slices and of their
+ * squares, where a position of review b sends row_gradient[b]: sums[k] += count * g and
+ * squares[k] += count * (g * g), the square taken in the gradient's type as TensorFlow squares
+ * each slice, the sums in double (in the scratch buffers sums, squares), then rounded once
+ * into sums_out and squares_out.  slot (V,) is all -1 on entry and exit.  scan_table: list the rows by scanning slot (cheap for a vocabulary not much
+ * larger than the batch), else sort the ones seen.  Returns U. */
+static int compare_int64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+#define ROW_SUMS(NAME, REAL)                                                                   \
+static int64_t NAME(const int64_t *pair_rows, const int64_t *pair_counts, const int64_t *offsets, \
+                    const REAL *row_gradient, int64_t batch, int64_t dim, int64_t *slot,       \
+                    int64_t num_rows, int scan_table, int64_t *rows, double *sums, double *squares, \
+                    REAL *sums_out, REAL *squares_out)                                         \
+{                                                                                              \
+    const int64_t pairs = offsets[batch];                                                      \
+    int64_t distinct = 0;                                                                      \
+    for (int64_t p = 0; p < pairs; p++) {          /* branch-free, as in count_review_rows */  \
+        rows[distinct] = pair_rows[p];                                                         \
+        distinct += slot[pair_rows[p]] < 0;                                                    \
+        slot[pair_rows[p]] = 0;                                                                \
+    }                                                                                          \
+    if (scan_table) {                                                                          \
+        int64_t k = 0;                                                                         \
+        for (int64_t row = 0; row < num_rows && k < distinct; row++) {                         \
+            rows[k] = row;                                                                     \
+            k += slot[row] == 0;                                                               \
+        }                                                                                      \
+    } else {                                                                                   \
+        qsort(rows, distinct, sizeof(int64_t), compare_int64);                                 \
+    }                                                                                          \
+    for (int64_t k = 0; k < distinct; k++) slot[rows[k]] = k;                                  \
+    memset(sums, 0, distinct * dim * sizeof(double));                                         \
+    memset(squares, 0, distinct * dim * sizeof(double));                                       \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const REAL *restrict g = row_gradient + b * dim;                                       \
+        for (int64_t p = offsets[b]; p < offsets[b + 1]; p++) {                                \
+            const double count = (double)pair_counts[p];                                       \
+            double *restrict row_sum = sums + slot[pair_rows[p]] * dim;                        \
+            double *restrict row_square = squares + slot[pair_rows[p]] * dim;                  \
+            for (int64_t j = 0; j < dim; j++) {                                                \
+                row_sum[j] += count * (double)g[j];                                            \
+                row_square[j] += count * (double)(REAL)(g[j] * g[j]);                          \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    for (int64_t k = 0; k < distinct; k++) slot[rows[k]] = -1;                                 \
+    for (int64_t i = 0; i < distinct * dim; i++) {                                             \
+        sums_out[i] = (REAL)sums[i];                                                           \
+        squares_out[i] = (REAL)squares[i];                                                     \
+    }                                                                                          \
+    return distinct;                                                                           \
+}
+ROW_SUMS(row_sums_f32, float)
+ROW_SUMS(row_sums_f64, double)
+
+/* row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, sums, squares,
+ *          sums_out, squares_out, batch, dim, num_rows, scan_table, itemsize) -> U */
+static PyObject *py_row_sums(PyObject *self, PyObject *args)
+{
+    Py_buffer b[10] = {{0}};
+    Py_ssize_t batch, dim, num_rows, item;
+    int scan_table;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*w*nnnpn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &b[8], &b[9], &batch, &dim, &num_rows, &scan_table, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && dim > 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "row_sums: bad item size or width");
+    ok = ok && need(&b[2], (batch + 1) * 8, "offsets") && need(&b[3], batch * dim * item, "row_gradient")
+         && need(&b[4], num_rows * 8, "slot");
+    int64_t pairs = ok ? ((const int64_t *)b[2].buf)[batch] : 0, distinct = 0;
+    ok = ok && need(&b[0], pairs * 8, "pair_rows") && need(&b[1], pairs * 8, "pair_counts")
+         && need(&b[5], pairs * 8, "rows") && need(&b[6], pairs * dim * 8, "sums")
+         && need(&b[7], pairs * dim * 8, "squares") && need(&b[8], pairs * dim * item, "sums_out")
+         && need(&b[9], pairs * dim * item, "squares_out");
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4)
+            distinct = row_sums_f32(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
+                                    num_rows, scan_table, b[5].buf, b[6].buf, b[7].buf, b[8].buf, b[9].buf);
+        else
+            distinct = row_sums_f64(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
+                                    num_rows, scan_table, b[5].buf, b[6].buf, b[7].buf, b[8].buf, b[9].buf);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 10);
+    if (!ok) return NULL;
+    return PyLong_FromLongLong(distinct);
+}
+
+/* ------------------------------------------------------------------ Adam
+ * Keras's update of one entry, operation by operation (kernels.adam_update_reference):
+ *     m += (g - m) * c1;   v += (S - v) * c2;   w -= m * alpha / (sqrt(v) + eps)
+ * With a zero gradient Keras computes m + (0 - m) * c1; m - m * c1 is the same number
+ * (negation commutes with IEEE rounding), and likewise for v. */
+#define ADAM(SUFFIX, REAL, SQRT)                                                               \
+static inline void adam_span_##SUFFIX(REAL *restrict w, REAL *restrict m, REAL *restrict v,    \
+        const REAL *restrict g, const REAL *restrict s, int64_t n,                             \
+        REAL alpha, REAL c1, REAL c2, REAL eps)                                                \
+{                                                                                              \
+    for (int64_t i = 0; i < n; i++) {                                                          \
+        const REAL new_m = m[i] + (g[i] - m[i]) * c1;                                          \
+        const REAL new_v = v[i] + ((s ? s[i] : g[i] * g[i]) - v[i]) * c2;                      \
+        m[i] = new_m;                                                                          \
+        v[i] = new_v;                                                                          \
+        w[i] -= new_m * alpha / (SQRT(new_v) + eps);                                           \
+    }                                                                                          \
+}                                                                                              \
+static inline void adam_decay_span_##SUFFIX(REAL *restrict w, REAL *restrict m,                \
+        REAL *restrict v, int64_t n, REAL alpha, REAL c1, REAL c2, REAL eps)                   \
+{                                                                                              \
+    for (int64_t i = 0; i < n; i++) {                                                          \
+        const REAL new_m = m[i] - m[i] * c1;                                                   \
+        const REAL new_v = v[i] - v[i] * c2;                                                   \
+        m[i] = new_m;                                                                          \
+        v[i] = new_v;                                                                          \
+        w[i] -= new_m * alpha / (SQRT(new_v) + eps);                                           \
+    }                                                                                          \
+}                                                                                              \
+/* A (V, D) table whose gradient is zero outside rows (ascending, distinct): one pass. */     \
+static void adam_rows_##SUFFIX(REAL *w, REAL *m, REAL *v, const int64_t *rows, int64_t n_rows, \
+        const REAL *g, const REAL *s, int64_t num_rows, int64_t dim,                           \
+        REAL alpha, REAL c1, REAL c2, REAL eps)                                                \
+{                                                                                              \
+    int64_t done = 0;                    /* rows before this one are updated */                \
+    for (int64_t k = 0; k < n_rows; k++) {                                                     \
+        const int64_t r = rows[k];                                                             \
+        adam_decay_span_##SUFFIX(w + done * dim, m + done * dim, v + done * dim,               \
+                                 (r - done) * dim, alpha, c1, c2, eps);                        \
+        adam_span_##SUFFIX(w + r * dim, m + r * dim, v + r * dim, g + k * dim, s + k * dim,    \
+                           dim, alpha, c1, c2, eps);                                           \
+        done = r + 1;                                                                          \
+    }                                                                                          \
+    adam_decay_span_##SUFFIX(w + done * dim, m + done * dim, v + done * dim,                   \
+                             (num_rows - done) * dim, alpha, c1, c2, eps);                     \
+}                                                                                              \
+/* Lazy Adam: the same update on rows only. */                                                 \
+static void adam_lazy_rows_##SUFFIX(REAL *w, REAL *m, REAL *v, const int64_t *rows,            \
+        int64_t n_rows, const REAL *g, const REAL *s, int64_t dim,                             \
+        REAL alpha, REAL c1, REAL c2, REAL eps)                                                \
+{                                                                                              \
+    for (int64_t k = 0; k < n_rows; k++) {                                                     \
+        const int64_t r = rows[k];                                                             \
+        adam_span_##SUFFIX(w + r * dim, m + r * dim, v + r * dim, g + k * dim, s + k * dim,    \
+                           dim, alpha, c1, c2, eps);                                           \
+    }                                                                                          \
+}
+ADAM(f32, float, sqrtf)
+ADAM(f64, double, sqrt)
+
+/* adam(mode, w, m, v, rows or None, grad, squared or None, num_rows, dim, n_rows,
+ *      alpha, c1, c2, eps, itemsize); mode 0: dense (S = g * g, w of num_rows * dim entries),
+ * 1: rows of a table (Keras-exact), 2: lazy rows. */
+static PyObject *py_adam(PyObject *self, PyObject *args)
+{
+    Py_buffer b[7] = {{0}};
+    PyObject *rows_obj, *squared_obj;
+    int mode;
+    Py_ssize_t num_rows, dim, n_rows, item;
+    double alpha, c1, c2, eps;
+    if (!PyArg_ParseTuple(args, "iw*w*w*Oy*Onnndddd" "n", &mode, &b[0], &b[1], &b[2], &rows_obj,
+                          &b[4], &squared_obj, &num_rows, &dim, &n_rows, &alpha, &c1, &c2, &eps, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && mode >= 0 && mode <= 2 && (mode == 0) == (rows_obj == Py_None)
+             && (mode == 0) == (squared_obj == Py_None);
+    if (!ok) PyErr_SetString(PyExc_ValueError, "adam: bad mode, item size or arguments");
+    if (ok && mode != 0)
+        ok = PyObject_GetBuffer(rows_obj, &b[3], PyBUF_SIMPLE) == 0
+             && PyObject_GetBuffer(squared_obj, &b[5], PyBUF_SIMPLE) == 0
+             && need(&b[3], n_rows * 8, "rows") && need(&b[5], n_rows * dim * item, "squared");
+    Py_ssize_t table = num_rows * dim * item;
+    ok = ok && need(&b[0], table, "weight") && need(&b[1], table, "m") && need(&b[2], table, "v")
+         && need(&b[4], (mode == 0 ? num_rows : n_rows) * dim * item, "grad");
+    if (ok && mode != 0) {                      /* rows must be ascending, distinct, in range */
+        const int64_t *rows = b[3].buf;
+        for (Py_ssize_t k = 0; k < n_rows && ok; k++)
+            ok = rows[k] >= (k ? rows[k - 1] + 1 : 0) && rows[k] < num_rows;
+        if (!ok) PyErr_SetString(PyExc_ValueError, "adam: rows must be ascending, distinct and in range");
+    }
+    if (ok) {
+        const void *rows = mode ? b[3].buf : NULL, *s = mode ? b[5].buf : NULL;
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4) {
+            float a = (float)alpha, k1 = (float)c1, k2 = (float)c2, e = (float)eps;
+            if (mode == 0) adam_span_f32(b[0].buf, b[1].buf, b[2].buf, b[4].buf, NULL, num_rows * dim, a, k1, k2, e);
+            else if (mode == 1) adam_rows_f32(b[0].buf, b[1].buf, b[2].buf, rows, n_rows, b[4].buf, s, num_rows, dim, a, k1, k2, e);
+            else adam_lazy_rows_f32(b[0].buf, b[1].buf, b[2].buf, rows, n_rows, b[4].buf, s, dim, a, k1, k2, e);
+        } else {
+            if (mode == 0) adam_span_f64(b[0].buf, b[1].buf, b[2].buf, b[4].buf, NULL, num_rows * dim, alpha, c1, c2, eps);
+            else if (mode == 1) adam_rows_f64(b[0].buf, b[1].buf, b[2].buf, rows, n_rows, b[4].buf, s, num_rows, dim, alpha, c1, c2, eps);
+            else adam_lazy_rows_f64(b[0].buf, b[1].buf, b[2].buf, rows, n_rows, b[4].buf, s, dim, alpha, c1, c2, eps);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 7);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"count_review_rows", py_count_review_rows, METH_VARARGS, "Distinct rows per review and their counts."},
+    {"pooled_sum", py_pooled_sum, METH_VARARGS, "Embedding + average pooling from the row counts."},
+    {"row_sums", py_row_sums, METH_VARARGS, "The pooled embedding's gradient summed per row."},
+    {"adam", py_adam, METH_VARARGS, "Keras Adam: dense, table rows, or lazy rows."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_npembed_native", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__npembed_native(void) { return PyModule_Create(&module); }

@@ -1,0 +1,199 @@
+"""The "native" kernel backend: ``native.c`` compiled on first use, with wrappers that match
+the NumPy kernels in ``kernels.py``.
+
+The C source ships with the package.  The first process that needs it compiles it with the
+machine's C compiler (``$CC``, else the one Python was built with) and the Python headers, into
+``<cache>/native/<key>/`` (``$NPEMBED_CACHE``, else ``~/.cache/npembed``); the key hashes the
+source, the compiler, the flags, the Python version and the CPU, so a change to any of them
+builds afresh.  The build lands atomically (compiled beside, then renamed), so an interrupted
+or concurrent build never leaves a half-written module.  Without a compiler ``kernels.py``
+falls back to NumPy and says why.
+
+Importing this module compiles nothing; :func:`load` does (about a second, once).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).with_name("native.c")
+MODULE_NAME = "_npembed_native"
+# -ffp-contract=off: no fused multiply-add (Keras rounds products and sums separately).
+# -fno-math-errno: sqrt may be the vectorised instruction (no errno to set for negative input).
+EXACT_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared"]
+CPU_FLAGS = ["-march=native"]            # dropped, with a retry, where the compiler refuses it
+
+_module = None
+_lock = threading.Lock()
+
+
+class BuildError(RuntimeError):
+    """The C kernels could not be compiled or loaded (the message has the compiler's output)."""
+
+
+def load():
+    """The compiled module, building it first if this machine has none cached."""
+    global _module
+    with _lock:
+        if _module is None:
+            _module = _build_and_import()
+    return _module
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+
+
+def _cpu_identity() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next((line for line in handle if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
+def _build_key(compiler: list[str]) -> str:
+    try:
+        version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BuildError(f"no C compiler: {' '.join(compiler)} --version failed ({err})") from err
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), version.encode(), " ".join(EXACT_FLAGS + CPU_FLAGS).encode(),
+                 sys.version.encode(), platform.machine().encode(), _cpu_identity().encode()):
+        digest.update(part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _build_and_import():
+    from npembed.datasets.cache import default_cache_dir
+    compiler = _compiler()
+    target_dir = default_cache_dir() / "native" / _build_key(compiler)
+    target = target_dir / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
+    if not target.exists():
+        _compile(compiler, target)
+    loader = importlib.machinery.ExtensionFileLoader(MODULE_NAME, str(target))
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, target, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        loader.exec_module(module)
+    except ImportError as err:
+        raise BuildError(f"could not load the compiled kernels {target}: {err}") from err
+    return module
+
+
+def _compile(compiler: list[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    includes = [f"-I{sysconfig.get_paths()['include']}"]
+    link = ["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        partial = Path(tmp) / target.name
+        errors = []
+        for cpu_flags in (CPU_FLAGS, []):
+            command = [*compiler, *EXACT_FLAGS, *cpu_flags, *includes, str(SOURCE), "-o", str(partial), *link]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            except (OSError, subprocess.SubprocessError) as err:
+                raise BuildError(f"could not run the C compiler ({' '.join(command)}): {err}") from err
+            if done.returncode == 0:
+                os.replace(partial, target)
+                return
+            errors.append(f"$ {' '.join(command)}\n{done.stderr.strip()}")
+        raise BuildError("compiling npembed's C kernels failed:\n" + "\n".join(errors))
+
+
+# --------------------------------------------------------------------------- wrappers
+_scratch = threading.local()
+
+
+def _counter_and_slot(num_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """A zero counter and a -1 slot map, (num_rows,) each, kept per thread and per size, so that
+    no step pays for allocating or clearing vocabulary-sized arrays (the kernels leave them so)."""
+    maps = _scratch.__dict__.setdefault("by_size", {})
+    if num_rows not in maps:
+        maps[num_rows] = (np.zeros(num_rows, dtype=np.int64), np.full(num_rows, -1, dtype=np.int64))
+    return maps[num_rows]
+
+
+def _sum_buffers(rows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two float64 (at least rows, dim) buffers kept per thread and width, grown on demand (a
+    fresh buffer of this size each step would cost page faults)."""
+    buffers = _scratch.__dict__.setdefault("sums", {})
+    if dim not in buffers or buffers[dim][0].shape[0] < rows:
+        capacity = max(rows, 2 * buffers[dim][0].shape[0] if dim in buffers else 0)
+        buffers[dim] = (np.empty((capacity, dim)), np.empty((capacity, dim)))
+    return buffers[dim]
+
+
+def review_row_counts(ids: np.ndarray, mask: np.ndarray | None, num_rows: int):
+    """(pair_rows, pair_counts, offsets): review b holds row ``pair_rows[p]`` at
+    ``pair_counts[p]`` unmasked positions for p in ``offsets[b]:offsets[b+1]`` (a row seen only
+    at masked positions has count 0).  ids (B, L) must lie in [0, num_rows)."""
+    if ids.dtype not in (np.int32, np.int64) or not ids.flags.c_contiguous:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=bool)
+    counter, _ = _counter_and_slot(num_rows)
+    pair_rows = np.empty(ids.size, dtype=np.int64)
+    pair_counts = np.empty(ids.size, dtype=np.int64)
+    offsets = np.empty(ids.shape[0] + 1, dtype=np.int64)
+    load().count_review_rows(ids, mask, counter, pair_rows, pair_counts, offsets, ids.shape[0],
+                             ids.shape[1], num_rows, ids.itemsize)
+    return pair_rows, pair_counts, offsets
+
+
+def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None):
+    """(pooled (B, D) in table.dtype, tokens per review (B,), review row counts); twin of
+    ``kernels.pooled_lookup`` (a masked review with no token comes back as zeros; the caller
+    raises for it)."""
+    counts = review_row_counts(ids, mask, table.shape[0])
+    batch, dim = ids.shape[0], table.shape[1]
+    pooled = np.empty((batch, dim), dtype=table.dtype)
+    lengths = np.empty(batch, dtype=np.int64)
+    load().pooled_sum(table, *counts, pooled, lengths, table.shape[0], batch, dim,
+                      ids.shape[1] if mask is None else 0, table.itemsize)
+    return pooled, lengths, counts
+
+
+def pooled_row_sums(counts, row_gradient: np.ndarray, num_rows: int):
+    """rows (U,) ascending, sums (U, D), squared sums (U, D) in row_gradient's dtype, from
+    :func:`review_row_counts`; twin of ``kernels.pooled_row_sums``."""
+    pair_rows, _, offsets = counts
+    row_gradient = np.ascontiguousarray(row_gradient)
+    pairs, dim = int(offsets[-1]), row_gradient.shape[1]
+    _, slot = _counter_and_slot(num_rows)
+    rows = np.empty(pairs, dtype=np.int64)
+    sums = np.empty((pairs, dim), dtype=row_gradient.dtype)       # the first U rows are filled
+    squares = np.empty((pairs, dim), dtype=row_gradient.dtype)
+    distinct = load().row_sums(*counts, row_gradient, slot, rows, *_sum_buffers(pairs, dim), sums, squares,
+                               row_gradient.shape[0], dim, num_rows, num_rows <= 8 * pairs,
+                               row_gradient.itemsize)
+    return rows[:distinct], sums[:distinct], squares[:distinct]
+
+
+def adam_update(weight, m, v, grad, alpha, c1, c2, eps) -> None:
+    """Dense Keras Adam in place with ``S = grad**2``; bit for bit ``kernels.adam_update_reference``."""
+    load().adam(0, weight, m, v, None, np.ascontiguousarray(grad, dtype=weight.dtype), None,
+                weight.size, 1, 0, alpha, c1, c2, eps, weight.itemsize)
+
+
+def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, c1, c2, eps, lazy=False) -> None:
+    """Keras Adam in place on a (V, D) table whose gradient is zero outside ``rows`` (ascending,
+    distinct): one pass over the table, bit for bit ``kernels.adam_update_reference`` with the
+    dense gradient and squared sums; ``lazy``: only ``rows`` move."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    load().adam(2 if lazy else 1, weight, m, v, rows, np.ascontiguousarray(grad_rows, dtype=weight.dtype),
+                np.ascontiguousarray(squared_rows, dtype=weight.dtype), weight.shape[0], weight.shape[1],
+                rows.shape[0], alpha, c1, c2, eps, weight.itemsize)
