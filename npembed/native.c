@@ -32,6 +32,17 @@ static int need(const Py_buffer *buf, Py_ssize_t bytes, const char *name)
     return 1;
 }
 
+/* Ask for the cache lines of [p, p + bytes) ahead of use: a big table's rows are far apart,
+ * and a loop that waits for each row in turn spends most of its time waiting. */
+#define PREFETCH_AHEAD 16
+static inline void prefetch(const void *p, int64_t bytes, int for_write)
+{
+    for (int64_t offset = 0; offset < bytes; offset += 64) {
+        if (for_write) __builtin_prefetch((const char *)p + offset, 1);
+        else __builtin_prefetch((const char *)p + offset, 0);
+    }
+}
+
 static void release(Py_buffer *bufs, int n)
 {
     for (int i = 0; i < n; i++)
@@ -46,7 +57,7 @@ static void release(Py_buffer *bufs, int n)
  * of one row (the padding) is counted in a register. */
 #define COUNT_REVIEW_ROWS(NAME, ID_T)                                                          \
 static void NAME(const ID_T *ids, const uint8_t *mask, int64_t batch, int64_t length,          \
-                 int64_t *counter, int64_t *pair_rows, int64_t *pair_counts, int64_t *offsets) \
+                 int32_t *counter, int64_t *pair_rows, int64_t *pair_counts, int64_t *offsets) \
 {                                                                                              \
     int64_t pairs = 0;                                                                         \
     for (int64_t b = 0; b < batch; b++) {                                                      \
@@ -55,6 +66,7 @@ static void NAME(const ID_T *ids, const uint8_t *mask, int64_t batch, int64_t le
         offsets[b] = pairs;                                                                    \
         int64_t run_row = row_ids[0], run = 0;                                                 \
         for (int64_t t = 0; t <= length; t++) {                                                \
+            if (t + 16 < length) __builtin_prefetch(&counter[row_ids[t + 16]], 1);             \
             if (t < length && row_ids[t] == run_row) {                                         \
                 run += row_mask ? row_mask[t] != 0 : 1;                                        \
                 continue;                                                                      \
@@ -93,7 +105,7 @@ static PyObject *py_count_review_rows(PyObject *self, PyObject *args)
     if (ok && mask_obj != Py_None) {
         ok = PyObject_GetBuffer(mask_obj, &b[1], PyBUF_SIMPLE) == 0 && need(&b[1], batch * length, "mask");
     }
-    ok = ok && need(&b[0], batch * length * id_size, "ids") && need(&b[2], num_rows * 8, "counter")
+    ok = ok && need(&b[0], batch * length * id_size, "ids") && need(&b[2], num_rows * 4, "counter")
          && need(&b[3], batch * length * 8, "pair_rows") && need(&b[4], batch * length * 8, "pair_counts")
          && need(&b[5], (batch + 1) * 8, "offsets");
     if (ok) {
@@ -123,6 +135,8 @@ static void NAME(const REAL *table, const int64_t *pair_rows, const int64_t *pai
         int64_t tokens = 0;                                                                    \
         for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                      \
         for (int64_t p = offsets[b]; p < offsets[b + 1]; p++) {                                \
+            if (p + PREFETCH_AHEAD < offsets[batch])                                           \
+                prefetch(table + pair_rows[p + PREFETCH_AHEAD] * dim, dim * sizeof(REAL), 0);  \
             const double count = (double)pair_counts[p];                                       \
             const REAL *restrict values = table + pair_rows[p] * dim;                          \
             tokens += pair_counts[p];                                                          \
@@ -173,24 +187,39 @@ static PyObject *py_pooled_sum(PyObject *self, PyObject *args)
  * The distinct rows (ascending, into rows[:U]) and per row the sum of its slices and of their
  * squares, where a position of review b sends row_gradient[b]: sums[k] += count * g and
  * squares[k] += count * (g * g), the square taken in the gradient's type as TensorFlow squares
- * each slice, the sums in double (in the scratch buffers sums, squares), then rounded once
- * into sums_out and squares_out.  slot (V,) is all -1 on entry and exit.  scan_table: list the rows by scanning slot (cheap for a vocabulary not much
- * larger than the batch), else sort the ones seen.  Returns U. */
-static int compare_int64(const void *a, const void *b)
+ * each slice, the sums in double (in the scratch buffer acc), then rounded once into
+ * sums_out and squares_out.  slot (V,) is all -1 on entry and exit.  scan_table: list
+ * the rows by scanning slot (cheap for a vocabulary not much larger than the batch), else
+ * sort the ones seen (rows has room for 2 * pairs entries: the sort's scratch).  Returns U. */
+/* Sort n row numbers in [0, num_rows) ascending: least-significant-digit radix sort, 11 bits
+ * a pass (two passes for a million rows), through tmp (n entries). */
+static void sort_rows(int64_t *rows, int64_t *tmp, int64_t n, int64_t num_rows)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+    enum { BITS = 11, BUCKETS = 1 << BITS };
+    int64_t starts[BUCKETS];
+    for (int shift = 0; shift < 63 && (num_rows - 1) >> shift; shift += BITS) {
+        memset(starts, 0, sizeof starts);
+        for (int64_t i = 0; i < n; i++) starts[(rows[i] >> shift) & (BUCKETS - 1)]++;
+        for (int64_t d = 0, start = 0; d < BUCKETS; d++) {
+            int64_t c = starts[d];
+            starts[d] = start;
+            start += c;
+        }
+        for (int64_t i = 0; i < n; i++) tmp[starts[(rows[i] >> shift) & (BUCKETS - 1)]++] = rows[i];
+        memcpy(rows, tmp, n * sizeof(int64_t));
+    }
 }
 
 #define ROW_SUMS(NAME, REAL)                                                                   \
 static int64_t NAME(const int64_t *pair_rows, const int64_t *pair_counts, const int64_t *offsets, \
-                    const REAL *row_gradient, int64_t batch, int64_t dim, int64_t *slot,       \
-                    int64_t num_rows, int scan_table, int64_t *rows, double *sums, double *squares, \
+                    const REAL *row_gradient, int64_t batch, int64_t dim, int32_t *slot,       \
+                    int64_t num_rows, int scan_table, int64_t *rows, double *acc, double *gd,  \
                     REAL *sums_out, REAL *squares_out)                                         \
 {                                                                                              \
     const int64_t pairs = offsets[batch];                                                      \
     int64_t distinct = 0;                                                                      \
     for (int64_t p = 0; p < pairs; p++) {          /* branch-free, as in count_review_rows */  \
+        if (p + 16 < pairs) __builtin_prefetch(&slot[pair_rows[p + 16]], 1);                  \
         rows[distinct] = pair_rows[p];                                                         \
         distinct += slot[pair_rows[p]] < 0;                                                    \
         slot[pair_rows[p]] = 0;                                                                \
@@ -202,63 +231,72 @@ static int64_t NAME(const int64_t *pair_rows, const int64_t *pair_counts, const 
             k += slot[row] == 0;                                                               \
         }                                                                                      \
     } else {                                                                                   \
-        qsort(rows, distinct, sizeof(int64_t), compare_int64);                                 \
+        sort_rows(rows, rows + distinct, distinct, num_rows);                                  \
     }                                                                                          \
     for (int64_t k = 0; k < distinct; k++) slot[rows[k]] = k;                                  \
-    memset(sums, 0, distinct * dim * sizeof(double));                                         \
-    memset(squares, 0, distinct * dim * sizeof(double));                                       \
+    /* per review, g and its square in double, side by side: [g[0..dim) | g*g[0..dim)] */     \
+    for (int64_t b = 0; b < batch; b++)                                                        \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            const REAL g = row_gradient[b * dim + j];                                          \
+            gd[b * 2 * dim + j] = (double)g;                                                   \
+            gd[b * 2 * dim + dim + j] = (double)(REAL)(g * g);                                 \
+        }                                                                                      \
+    /* per row, its two sums side by side in acc: [sum | squares] */                           \
+    memset(acc, 0, distinct * 2 * dim * sizeof(double));                                       \
     for (int64_t b = 0; b < batch; b++) {                                                      \
-        const REAL *restrict g = row_gradient + b * dim;                                       \
+        const double *restrict g = gd + b * 2 * dim;                                           \
         for (int64_t p = offsets[b]; p < offsets[b + 1]; p++) {                                \
             const double count = (double)pair_counts[p];                                       \
-            double *restrict row_sum = sums + slot[pair_rows[p]] * dim;                        \
-            double *restrict row_square = squares + slot[pair_rows[p]] * dim;                  \
-            for (int64_t j = 0; j < dim; j++) {                                                \
-                row_sum[j] += count * (double)g[j];                                            \
-                row_square[j] += count * (double)(REAL)(g[j] * g[j]);                          \
-            }                                                                                  \
+            double *restrict row_acc = acc + slot[pair_rows[p]] * 2 * dim;                     \
+            for (int64_t j = 0; j < 2 * dim; j++) row_acc[j] += count * g[j];                  \
         }                                                                                      \
     }                                                                                          \
-    for (int64_t k = 0; k < distinct; k++) slot[rows[k]] = -1;                                 \
-    for (int64_t i = 0; i < distinct * dim; i++) {                                             \
-        sums_out[i] = (REAL)sums[i];                                                           \
-        squares_out[i] = (REAL)squares[i];                                                     \
+    for (int64_t k = 0; k < distinct; k++) {                                                   \
+        slot[rows[k]] = -1;                                                                    \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            sums_out[k * dim + j] = (REAL)acc[k * 2 * dim + j];                                \
+            squares_out[k * dim + j] = (REAL)acc[k * 2 * dim + dim + j];                       \
+        }                                                                                      \
     }                                                                                          \
     return distinct;                                                                           \
 }
 ROW_SUMS(row_sums_f32, float)
 ROW_SUMS(row_sums_f64, double)
 
-/* row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, sums, squares,
- *          sums_out, squares_out, batch, dim, num_rows, scan_table, itemsize) -> U */
+/* row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, acc, sums_out,
+ *          squares_out, batch, dim, num_rows, scan_table, itemsize) -> U
+ * rows: room for 2 * pairs entries; acc: doubles for pairs * 2 * dim; sums_out, squares_out:
+ * room for pairs * dim entries (the first U * dim are written). */
 static PyObject *py_row_sums(PyObject *self, PyObject *args)
 {
-    Py_buffer b[10] = {{0}};
+    Py_buffer b[9] = {{0}};
     Py_ssize_t batch, dim, num_rows, item;
     int scan_table;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*w*nnnpn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-                          &b[6], &b[7], &b[8], &b[9], &batch, &dim, &num_rows, &scan_table, &item))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*nnnpn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &b[8], &batch, &dim, &num_rows, &scan_table, &item))
         return NULL;
-    int ok = (item == 4 || item == 8) && dim > 0;
-    if (!ok) PyErr_SetString(PyExc_ValueError, "row_sums: bad item size or width");
+    int ok = (item == 4 || item == 8) && dim > 0 && batch > 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "row_sums: bad item size or shape");
     ok = ok && need(&b[2], (batch + 1) * 8, "offsets") && need(&b[3], batch * dim * item, "row_gradient")
-         && need(&b[4], num_rows * 8, "slot");
+         && need(&b[4], num_rows * 4, "slot");
     int64_t pairs = ok ? ((const int64_t *)b[2].buf)[batch] : 0, distinct = 0;
     ok = ok && need(&b[0], pairs * 8, "pair_rows") && need(&b[1], pairs * 8, "pair_counts")
-         && need(&b[5], pairs * 8, "rows") && need(&b[6], pairs * dim * 8, "sums")
-         && need(&b[7], pairs * dim * 8, "squares") && need(&b[8], pairs * dim * item, "sums_out")
-         && need(&b[9], pairs * dim * item, "squares_out");
+         && need(&b[5], 2 * pairs * 8, "rows") && need(&b[6], pairs * 2 * dim * 8, "acc")
+         && need(&b[7], pairs * dim * item, "sums_out") && need(&b[8], pairs * dim * item, "squares_out");
+    double *gd = ok ? malloc(batch * 2 * dim * sizeof(double)) : NULL;
+    if (ok && !gd) { PyErr_NoMemory(); ok = 0; }
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         if (item == 4)
             distinct = row_sums_f32(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
-                                    num_rows, scan_table, b[5].buf, b[6].buf, b[7].buf, b[8].buf, b[9].buf);
+                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, b[7].buf, b[8].buf);
         else
             distinct = row_sums_f64(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
-                                    num_rows, scan_table, b[5].buf, b[6].buf, b[7].buf, b[8].buf, b[9].buf);
+                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, b[7].buf, b[8].buf);
         Py_END_ALLOW_THREADS
     }
-    release(b, 10);
+    free(gd);
+    release(b, 9);
     if (!ok) return NULL;
     return PyLong_FromLongLong(distinct);
 }
@@ -315,6 +353,12 @@ static void adam_lazy_rows_##SUFFIX(REAL *w, REAL *m, REAL *v, const int64_t *ro
         REAL alpha, REAL c1, REAL c2, REAL eps)                                                \
 {                                                                                              \
     for (int64_t k = 0; k < n_rows; k++) {                                                     \
+        if (k + PREFETCH_AHEAD < n_rows) {                                                     \
+            const int64_t ahead = rows[k + PREFETCH_AHEAD] * dim;                              \
+            prefetch(w + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch(m + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch(v + ahead, dim * sizeof(REAL), 1);                                        \
+        }                                                                                      \
         const int64_t r = rows[k];                                                             \
         adam_span_##SUFFIX(w + r * dim, m + r * dim, v + r * dim, g + k * dim, s + k * dim,    \
                            dim, alpha, c1, c2, eps);                                           \

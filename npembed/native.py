@@ -123,18 +123,20 @@ def _counter_and_slot(num_rows: int) -> tuple[np.ndarray, np.ndarray]:
     no step pays for allocating or clearing vocabulary-sized arrays (the kernels leave them so)."""
     maps = _scratch.__dict__.setdefault("by_size", {})
     if num_rows not in maps:
-        maps[num_rows] = (np.zeros(num_rows, dtype=np.int64), np.full(num_rows, -1, dtype=np.int64))
+        maps[num_rows] = (np.zeros(num_rows, dtype=np.int32), np.full(num_rows, -1, dtype=np.int32))
     return maps[num_rows]
 
 
-def _sum_buffers(rows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two float64 (at least rows, dim) buffers kept per thread and width, grown on demand (a
-    fresh buffer of this size each step would cost page faults)."""
-    buffers = _scratch.__dict__.setdefault("sums", {})
-    if dim not in buffers or buffers[dim][0].shape[0] < rows:
-        capacity = max(rows, 2 * buffers[dim][0].shape[0] if dim in buffers else 0)
-        buffers[dim] = (np.empty((capacity, dim)), np.empty((capacity, dim)))
-    return buffers[dim]
+def _buffer_pair(rows: int, dim: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Two (at least rows, dim) buffers kept per thread, width and dtype, grown on demand.  A
+    fresh array sized for the worst case (every pair a distinct row) but only partly written
+    costs a page fault per page first written: 40 us a step at 1M x 64."""
+    buffers = _scratch.__dict__.setdefault("pairs", {})
+    key = (dim, np.dtype(dtype))
+    if key not in buffers or buffers[key][0].shape[0] < rows:
+        capacity = max(rows, 2 * buffers[key][0].shape[0] if key in buffers else 0)
+        buffers[key] = (np.empty((capacity, dim), dtype), np.empty((capacity, dim), dtype))
+    return buffers[key]
 
 
 def review_row_counts(ids: np.ndarray, mask: np.ndarray | None, num_rows: int):
@@ -174,13 +176,12 @@ def pooled_row_sums(counts, row_gradient: np.ndarray, num_rows: int):
     row_gradient = np.ascontiguousarray(row_gradient)
     pairs, dim = int(offsets[-1]), row_gradient.shape[1]
     _, slot = _counter_and_slot(num_rows)
-    rows = np.empty(pairs, dtype=np.int64)
-    sums = np.empty((pairs, dim), dtype=row_gradient.dtype)       # the first U rows are filled
-    squares = np.empty((pairs, dim), dtype=row_gradient.dtype)
-    distinct = load().row_sums(*counts, row_gradient, slot, rows, *_sum_buffers(pairs, dim), sums, squares,
-                               row_gradient.shape[0], dim, num_rows, num_rows <= 8 * pairs,
+    rows = np.empty(2 * pairs, dtype=np.int64)                    # the second half: sort scratch
+    sums, squares = _buffer_pair(pairs, dim, row_gradient.dtype)  # the first U rows are filled
+    accumulators = _buffer_pair(pairs, 2 * dim, np.float64)[0]   # [sums | squares] per row
+    distinct = load().row_sums(*counts, row_gradient, slot, rows, accumulators, sums, squares, row_gradient.shape[0], dim, num_rows, num_rows <= 8 * pairs,
                                row_gradient.itemsize)
-    return rows[:distinct], sums[:distinct], squares[:distinct]
+    return rows[:distinct].copy(), sums[:distinct].copy(), squares[:distinct].copy()
 
 
 def adam_update(weight, m, v, grad, alpha, c1, c2, eps) -> None:

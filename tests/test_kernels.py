@@ -217,12 +217,13 @@ def test_native_review_counts_match_the_count_matrix(native_backend):
     np.testing.assert_array_equal(offsets, [0, 2, 6, 7])         # masked: 0 listed with count 0
 
 
-def test_native_scratch_maps_are_left_clean(native_backend):
+@pytest.mark.parametrize("num_rows", [40, 1_000_000])
+def test_native_scratch_maps_are_left_clean(num_rows, native_backend):
     rng = np.random.default_rng(6)
     ids = padded_batch_with_repeats(rng, 40, batch=8, max_len=60)
-    counts = native.review_row_counts(ids, None, 40)
-    native.pooled_row_sums(counts, rng.normal(size=(8, 4)), 40)
-    counter, slot = native._counter_and_slot(40)
+    counts = native.review_row_counts(ids, ids != 0, num_rows)
+    native.pooled_row_sums(counts, rng.normal(size=(8, 4)), num_rows)
+    counter, slot = native._counter_and_slot(num_rows)
     assert not counter.any() and (slot == -1).all()
 
 
