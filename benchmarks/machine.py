@@ -23,6 +23,11 @@ def machine_info() -> dict:
             "platform": platform.platform(), "numpy": np.__version__,
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+    from npembed import kernels
+    info["npembed_kernels"] = kernels.backend()
+    if info["npembed_kernels"] == "native":
+        from npembed import native
+        info["npembed_kernels"] += f" ({native.compiler_version()})"
     for package in ("tensorflow", "keras", "torch"):
         try:
             info[package] = importlib.metadata.version(package)

@@ -137,6 +137,21 @@ def task_predict(spec, vocab_size, _train, test) -> dict:
 
 
 def task_sweep(spec, vocab_size, _train, _test) -> dict:
+    """Each point on its own (best of ``repeats``), or with ``interleave`` all points built
+    first and timed in turn, round after round (median of ``repeats``), so that a ratio between
+    points is not skewed by the machine's load drifting between them."""
+    if spec.get("interleave"):
+        runs = []
+        for point in spec["points"]:
+            batches = synthetic_batches(point["vocab"], point["batch"], point["length"], point["steps"])
+            runner = make_runner(spec["framework"], point["vocab"], point["dim"])
+            runner.train(batches[:5])
+            runs.append((point, runner, batches, []))
+        for _ in range(spec.get("repeats", 5)):
+            for _point, runner, batches, seconds in runs:
+                seconds.append(timed(runner.train, batches))
+        return {"points": [{**point, "ms_per_step": 1000 * float(np.median(seconds)) / len(batches)}
+                           for point, _runner, batches, seconds in runs]}
     results = []
     for point in spec["points"]:
         batches = synthetic_batches(point["vocab"], point["batch"], point["length"], point["steps"])

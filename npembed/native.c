@@ -187,8 +187,7 @@ static PyObject *py_pooled_sum(PyObject *self, PyObject *args)
  * The distinct rows (ascending, into rows[:U]) and per row the sum of its slices and of their
  * squares, where a position of review b sends row_gradient[b]: sums[k] += count * g and
  * squares[k] += count * (g * g), the square taken in the gradient's type as TensorFlow squares
- * each slice, the sums in double (in the scratch buffer acc), then rounded once into
- * sums_out and squares_out.  slot (V,) is all -1 on entry and exit.  scan_table: list
+ * each slice, the sums in double (in the scratch buffer acc), rounded once by round_sums.  slot (V,) is all -1 on entry and exit.  scan_table: list
  * the rows by scanning slot (cheap for a vocabulary not much larger than the batch), else
  * sort the ones seen (rows has room for 2 * pairs entries: the sort's scratch).  Returns U. */
 /* Sort n row numbers in [0, num_rows) ascending: least-significant-digit radix sort, 11 bits
@@ -214,7 +213,7 @@ static void sort_rows(int64_t *rows, int64_t *tmp, int64_t n, int64_t num_rows)
 static int64_t NAME(const int64_t *pair_rows, const int64_t *pair_counts, const int64_t *offsets, \
                     const REAL *row_gradient, int64_t batch, int64_t dim, int32_t *slot,       \
                     int64_t num_rows, int scan_table, int64_t *rows, double *acc, double *gd,  \
-                    REAL *sums_out, REAL *squares_out)                                         \
+                    uint8_t *started)                                                          \
 {                                                                                              \
     const int64_t pairs = offsets[batch];                                                      \
     int64_t distinct = 0;                                                                      \
@@ -241,39 +240,40 @@ static int64_t NAME(const int64_t *pair_rows, const int64_t *pair_counts, const 
             gd[b * 2 * dim + j] = (double)g;                                                   \
             gd[b * 2 * dim + dim + j] = (double)(REAL)(g * g);                                 \
         }                                                                                      \
-    /* per row, its two sums side by side in acc: [sum | squares] */                           \
-    memset(acc, 0, distinct * 2 * dim * sizeof(double));                                       \
+    /* per row, its two sums side by side in acc: [sum | squares]; a row's first pair sets */ \
+    /* them (no pass to zero a buffer that at width 64 outgrows the L2 cache) */               \
+    memset(started, 0, distinct);                                                              \
     for (int64_t b = 0; b < batch; b++) {                                                      \
         const double *restrict g = gd + b * 2 * dim;                                           \
         for (int64_t p = offsets[b]; p < offsets[b + 1]; p++) {                                \
             const double count = (double)pair_counts[p];                                       \
-            double *restrict row_acc = acc + slot[pair_rows[p]] * 2 * dim;                     \
-            for (int64_t j = 0; j < 2 * dim; j++) row_acc[j] += count * g[j];                  \
+            const int64_t k = slot[pair_rows[p]];                                              \
+            double *restrict row_acc = acc + k * 2 * dim;                                      \
+            if (started[k]) {                                                                  \
+                for (int64_t j = 0; j < 2 * dim; j++) row_acc[j] += count * g[j];              \
+            } else {                                                                           \
+                for (int64_t j = 0; j < 2 * dim; j++) row_acc[j] = count * g[j];               \
+                started[k] = 1;                                                                \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
-    for (int64_t k = 0; k < distinct; k++) {                                                   \
-        slot[rows[k]] = -1;                                                                    \
-        for (int64_t j = 0; j < dim; j++) {                                                    \
-            sums_out[k * dim + j] = (REAL)acc[k * 2 * dim + j];                                \
-            squares_out[k * dim + j] = (REAL)acc[k * 2 * dim + dim + j];                       \
-        }                                                                                      \
-    }                                                                                          \
+    for (int64_t k = 0; k < distinct; k++) slot[rows[k]] = -1;                                 \
     return distinct;                                                                           \
 }
 ROW_SUMS(row_sums_f32, float)
 ROW_SUMS(row_sums_f64, double)
 
-/* row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, acc, sums_out,
- *          squares_out, batch, dim, num_rows, scan_table, itemsize) -> U
- * rows: room for 2 * pairs entries; acc: doubles for pairs * 2 * dim; sums_out, squares_out:
- * room for pairs * dim entries (the first U * dim are written). */
+/* row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, acc, batch, dim,
+ *          num_rows, scan_table, itemsize) -> U
+ * rows: room for 2 * pairs entries (the second half is the sort's scratch); acc: doubles for
+ * pairs * 2 * dim, of which the first U rows of 2 * dim come back filled: [sums | squares]. */
 static PyObject *py_row_sums(PyObject *self, PyObject *args)
 {
-    Py_buffer b[9] = {{0}};
+    Py_buffer b[7] = {{0}};
     Py_ssize_t batch, dim, num_rows, item;
     int scan_table;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*w*w*nnnpn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-                          &b[6], &b[7], &b[8], &batch, &dim, &num_rows, &scan_table, &item))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*nnnpn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &batch, &dim, &num_rows, &scan_table, &item))
         return NULL;
     int ok = (item == 4 || item == 8) && dim > 0 && batch > 0;
     if (!ok) PyErr_SetString(PyExc_ValueError, "row_sums: bad item size or shape");
@@ -281,24 +281,56 @@ static PyObject *py_row_sums(PyObject *self, PyObject *args)
          && need(&b[4], num_rows * 4, "slot");
     int64_t pairs = ok ? ((const int64_t *)b[2].buf)[batch] : 0, distinct = 0;
     ok = ok && need(&b[0], pairs * 8, "pair_rows") && need(&b[1], pairs * 8, "pair_counts")
-         && need(&b[5], 2 * pairs * 8, "rows") && need(&b[6], pairs * 2 * dim * 8, "acc")
-         && need(&b[7], pairs * dim * item, "sums_out") && need(&b[8], pairs * dim * item, "squares_out");
+         && need(&b[5], 2 * pairs * 8, "rows") && need(&b[6], pairs * 2 * dim * 8, "acc");
     double *gd = ok ? malloc(batch * 2 * dim * sizeof(double)) : NULL;
-    if (ok && !gd) { PyErr_NoMemory(); ok = 0; }
+    uint8_t *started = ok ? malloc(pairs + 1) : NULL;
+    if (ok && (!gd || !started)) { PyErr_NoMemory(); ok = 0; }
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         if (item == 4)
             distinct = row_sums_f32(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
-                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, b[7].buf, b[8].buf);
+                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, started);
         else
             distinct = row_sums_f64(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
-                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, b[7].buf, b[8].buf);
+                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, started);
         Py_END_ALLOW_THREADS
     }
     free(gd);
-    release(b, 9);
+    free(started);
+    release(b, 7);
     if (!ok) return NULL;
     return PyLong_FromLongLong(distinct);
+}
+
+/* round_sums(acc, sums, squares, rows, dim, itemsize): sums[k] and squares[k] (in the weights'
+ * type) from row k = [sum | squares] of acc, each rounded once, for k < rows. */
+static PyObject *py_round_sums(PyObject *self, PyObject *args)
+{
+    Py_buffer b[3] = {{0}};
+    Py_ssize_t rows, dim, item;
+    if (!PyArg_ParseTuple(args, "y*w*w*nnn", &b[0], &b[1], &b[2], &rows, &dim, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && rows >= 0 && dim > 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "round_sums: bad item size or shape");
+    ok = ok && need(&b[0], rows * 2 * dim * 8, "acc") && need(&b[1], rows * dim * item, "sums")
+         && need(&b[2], rows * dim * item, "squares");
+    if (ok) {
+        const double *acc = b[0].buf;
+        for (Py_ssize_t k = 0; k < rows; k++)
+            for (Py_ssize_t j = 0; j < dim; j++) {
+                const double sum = acc[k * 2 * dim + j], square = acc[k * 2 * dim + dim + j];
+                if (item == 4) {
+                    ((float *)b[1].buf)[k * dim + j] = (float)sum;
+                    ((float *)b[2].buf)[k * dim + j] = (float)square;
+                } else {
+                    ((double *)b[1].buf)[k * dim + j] = sum;
+                    ((double *)b[2].buf)[k * dim + j] = square;
+                }
+            }
+    }
+    release(b, 3);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------ Adam
@@ -420,6 +452,7 @@ static PyMethodDef methods[] = {
     {"count_review_rows", py_count_review_rows, METH_VARARGS, "Distinct rows per review and their counts."},
     {"pooled_sum", py_pooled_sum, METH_VARARGS, "Embedding + average pooling from the row counts."},
     {"row_sums", py_row_sums, METH_VARARGS, "The pooled embedding's gradient summed per row."},
+    {"round_sums", py_round_sums, METH_VARARGS, "Row sums from double to the weights' type."},
     {"adam", py_adam, METH_VARARGS, "Keras Adam: dense, table rows, or lazy rows."},
     {NULL, NULL, 0, NULL},
 };

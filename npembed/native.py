@@ -48,12 +48,24 @@ def load():
     global _module
     with _lock:
         if _module is None:
-            _module = _build_and_import()
+            try:
+                _module = _build_and_import()
+            except OSError as err:                  # an unwritable cache, a full disk, ...
+                raise BuildError(f"could not build the C kernels in the cache: {err}") from err
     return _module
 
 
 def _compiler() -> list[str]:
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+
+
+def compiler_version() -> str:
+    """The first line of ``cc --version`` for the compiler the kernels are built with."""
+    try:
+        done = subprocess.run([*_compiler(), "--version"], capture_output=True, text=True, timeout=30)
+        return done.stdout.splitlines()[0] if done.stdout else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "no compiler"
 
 
 def _cpu_identity() -> str:
@@ -118,25 +130,31 @@ def _compile(compiler: list[str], target: Path) -> None:
 _scratch = threading.local()
 
 
-def _counter_and_slot(num_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """A zero counter and a -1 slot map, (num_rows,) each, kept per thread and per size, so that
-    no step pays for allocating or clearing vocabulary-sized arrays (the kernels leave them so)."""
-    maps = _scratch.__dict__.setdefault("by_size", {})
-    if num_rows not in maps:
-        maps[num_rows] = (np.zeros(num_rows, dtype=np.int32), np.full(num_rows, -1, dtype=np.int32))
-    return maps[num_rows]
+def _counter(num_rows: int) -> np.ndarray:
+    """A zero (num_rows,) int32 counter kept per thread and size, so that no step pays for
+    allocating or clearing a vocabulary-sized array (the kernels leave it zero)."""
+    return _kept("counter", num_rows, lambda: np.zeros(num_rows, dtype=np.int32))
 
 
-def _buffer_pair(rows: int, dim: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Two (at least rows, dim) buffers kept per thread, width and dtype, grown on demand.  A
-    fresh array sized for the worst case (every pair a distinct row) but only partly written
-    costs a page fault per page first written: 40 us a step at 1M x 64."""
-    buffers = _scratch.__dict__.setdefault("pairs", {})
-    key = (dim, np.dtype(dtype))
-    if key not in buffers or buffers[key][0].shape[0] < rows:
-        capacity = max(rows, 2 * buffers[key][0].shape[0] if key in buffers else 0)
-        buffers[key] = (np.empty((capacity, dim), dtype), np.empty((capacity, dim), dtype))
-    return buffers[key]
+def _slot_map(num_rows: int) -> np.ndarray:
+    """A (num_rows,) int32 array of -1, kept likewise (the kernels leave it so)."""
+    return _kept("slot", num_rows, lambda: np.full(num_rows, -1, dtype=np.int32))
+
+
+def _accumulators(rows: int, width: int) -> np.ndarray:
+    """A float64 (at least rows, width) scratch buffer kept per thread and width, grown on
+    demand: a fresh one each step would cost a page fault per page, 40 us a step at 1M x 64."""
+    buffer = _kept("accumulators", width, lambda: np.empty((rows, width)))
+    if buffer.shape[0] < rows:
+        buffer = _scratch.__dict__[("accumulators", width)] = np.empty((2 * rows, width))
+    return buffer
+
+
+def _kept(kind: str, key: int, make) -> np.ndarray:
+    kept = _scratch.__dict__
+    if (kind, key) not in kept:
+        kept[(kind, key)] = make()
+    return kept[(kind, key)]
 
 
 def review_row_counts(ids: np.ndarray, mask: np.ndarray | None, num_rows: int):
@@ -147,7 +165,7 @@ def review_row_counts(ids: np.ndarray, mask: np.ndarray | None, num_rows: int):
         ids = np.ascontiguousarray(ids, dtype=np.int64)
     if mask is not None:
         mask = np.ascontiguousarray(mask, dtype=bool)
-    counter, _ = _counter_and_slot(num_rows)
+    counter = _counter(num_rows)
     pair_rows = np.empty(ids.size, dtype=np.int64)
     pair_counts = np.empty(ids.size, dtype=np.int64)
     offsets = np.empty(ids.shape[0] + 1, dtype=np.int64)
@@ -172,16 +190,19 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None):
 def pooled_row_sums(counts, row_gradient: np.ndarray, num_rows: int):
     """rows (U,) ascending, sums (U, D), squared sums (U, D) in row_gradient's dtype, from
     :func:`review_row_counts`; twin of ``kernels.pooled_row_sums``."""
-    pair_rows, _, offsets = counts
+    offsets = counts[2]
     row_gradient = np.ascontiguousarray(row_gradient)
     pairs, dim = int(offsets[-1]), row_gradient.shape[1]
-    _, slot = _counter_and_slot(num_rows)
-    rows = np.empty(2 * pairs, dtype=np.int64)                    # the second half: sort scratch
-    sums, squares = _buffer_pair(pairs, dim, row_gradient.dtype)  # the first U rows are filled
-    accumulators = _buffer_pair(pairs, 2 * dim, np.float64)[0]   # [sums | squares] per row
-    distinct = load().row_sums(*counts, row_gradient, slot, rows, accumulators, sums, squares, row_gradient.shape[0], dim, num_rows, num_rows <= 8 * pairs,
-                               row_gradient.itemsize)
-    return rows[:distinct].copy(), sums[:distinct].copy(), squares[:distinct].copy()
+    slot = _slot_map(num_rows)
+    rows = np.empty(2 * pairs, dtype=np.int64)                 # the second half: sort scratch
+    accumulators = _accumulators(pairs, 2 * dim)               # per row: [sums | squares]
+    module = load()
+    distinct = module.row_sums(*counts, row_gradient, slot, rows, accumulators, row_gradient.shape[0],
+                               dim, num_rows, num_rows <= 8 * pairs, row_gradient.itemsize)
+    sums = np.empty((distinct, dim), dtype=row_gradient.dtype)
+    squares = np.empty((distinct, dim), dtype=row_gradient.dtype)
+    module.round_sums(accumulators, sums, squares, distinct, dim, row_gradient.itemsize)
+    return rows[:distinct], sums, squares
 
 
 def adam_update(weight, m, v, grad, alpha, c1, c2, eps) -> None:

@@ -223,8 +223,7 @@ def test_native_scratch_maps_are_left_clean(num_rows, native_backend):
     ids = padded_batch_with_repeats(rng, 40, batch=8, max_len=60)
     counts = native.review_row_counts(ids, ids != 0, num_rows)
     native.pooled_row_sums(counts, rng.normal(size=(8, 4)), num_rows)
-    counter, slot = native._counter_and_slot(num_rows)
-    assert not counter.any() and (slot == -1).all()
+    assert not native._counter(num_rows).any() and (native._slot_map(num_rows) == -1).all()
 
 
 def test_native_adam_refuses_rows_out_of_order_or_range(native_backend):
@@ -262,3 +261,12 @@ def test_a_failing_build_reports_the_compiler_output(tmp_path):
     with pytest.raises(native.BuildError, match="compiling npembed's C kernels failed"):
         native._compile(["false"], tmp_path / "x" / "module.so")
     assert not (tmp_path / "x" / "module.so").exists()
+
+
+def test_an_unwritable_cache_is_a_build_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("NPEMBED_CACHE", str(blocker))
+    monkeypatch.setattr(native, "_module", None)
+    with pytest.raises(native.BuildError, match="could not build the C kernels in the cache"):
+        native.load()
