@@ -97,6 +97,8 @@ def main() -> None:
             entry["epoch_seconds"] = summarize([t * scale for t in train["epoch_seconds"]])
             entry["warmup_epoch_seconds"] = train["warmup_epoch_seconds"]
             entry["train_peak_rss_mb"] = train["peak_rss_mb"]
+            if "step_breakdown_us" in train:
+                entry["step_breakdown_us"] = train["step_breakdown_us"]
             median = entry["epoch_seconds"]["median"]
             entry["ms_per_step"] = 1000 * median / total_steps
             entry["tokens_per_second"] = results["workload"]["train_tokens"] / median

@@ -93,10 +93,28 @@ def _lazy(results: dict) -> tuple[float, float]:
     return points.get(8185, float("nan")), points.get(1_000_000, float("nan"))
 
 
+def _sweep_point(results: dict, framework: str, sweep: str, value) -> float:
+    for p in results.get("sweeps", {}).get(framework, []):
+        if p.get("sweep") == sweep and p[sweep] == value:
+            return p["ms_per_step"]
+    return float("nan")
+
+
+def _breakdown(entry: dict) -> str:
+    parts = dict(entry.get("step_breakdown_us", {}))
+    backend = parts.pop("kernel backend", "?")
+    if not parts:
+        return "(this run recorded no breakdown)"
+    rows = [f"| {name} | {us:.0f} |" for name, us in parts.items()]
+    return "\n".join([f"| part of one step ({backend} kernels) | microseconds |", "|---|---|", *rows,
+                      f"| total | {sum(parts.values()):.0f} |"])
+
+
 def docs_page(results: dict) -> str:
     """docs/benchmarks.md from a full run's results (``python -m benchmarks.report``)."""
     m, r, f = results["machine"], results["ratios"], results["frameworks"]
     small, large = _lazy(results)
+    batch_npembed, batch_torch = (_sweep_point(results, name, "batch", 512) for name in ("npembed", "torch"))
     met = lambda ok: "met" if ok else "not met"  # noqa: E731
     train_keras, train_torch = r["npembed/keras"]["train_epoch"], r["npembed/torch"]["train_epoch"]
     predict, memory = 1 / r["npembed/keras"]["predict"], r["npembed/keras"]["train_peak_rss"]
@@ -120,7 +138,8 @@ written from the results by `python -m benchmarks.report benchmarks/results/late
 Measured {results["date"][:10]} with `{results["command"]}` on this project's machine: {m["cpu"]}, {m["cores"]} cores
 (shared, so timings carry noise of 10-30% between runs; every ratio below comes from one run),
 Python {m["python"]}, NumPy {m["numpy"]}, TensorFlow {m["tensorflow"]}, Keras {m["keras"]}, PyTorch {m["torch"]};
-OPENBLAS_CORETYPE={m["OPENBLAS_CORETYPE"]}. Raw numbers: `benchmarks/results/latest.json`.
+npembed kernels: {m.get("npembed_kernels", "numpy")}; OPENBLAS_CORETYPE={m["OPENBLAS_CORETYPE"]}.
+Raw numbers: `benchmarks/results/latest.json`.
 
 ![epoch and prediction times](images/bench_epoch.png)
 
@@ -130,16 +149,18 @@ OPENBLAS_CORETYPE={m["OPENBLAS_CORETYPE"]}. Raw numbers: `benchmarks/results/lat
 
 ## Reading the numbers
 
-**Where npembed's step goes.** Of its {f["npembed"]["ms_per_step"]:.2f} ms, Adam's pass over the 8185 x 16 table takes
-about 0.17 ms (`kernels.adam_update_rows` timed alone on this machine): Keras-exact Adam moves every
-row every step, so m and v decay in two NumPy passes each and `w -= m * alpha / (sqrt(v) + eps)`
-takes five more. The rest is the fused embedding + pooling forward and backward
-(`docs/architecture.md`), the two small dense layers, the loss, the four small weights' Adam
-updates and the Python overhead of some seventy small NumPy calls. The floor line counts the
-memory traffic a step cannot avoid (read and write w, m and v for all 131,249 parameters, and read
-one embedding row per token) at the copy bandwidth NumPy reaches for a working set of this size.
-The set fits in cache, hence the high figure. npembed runs well above that floor: NumPy cannot
-fuse element-wise passes, and every call costs microseconds.
+**Where npembed's step goes.** Timed part by part over one more epoch, in the same worker:
+
+{_breakdown(f["npembed"])}
+
+The embedding's forward and backward and Adam's pass over the table run in C
+(`npembed/native.c`, see `docs/architecture.md`): Keras-exact Adam moves every one of the 131,249
+parameters every step, one loop over w, m and v. The rest is NumPy on (10, 16) arrays and Python:
+the two dense layers, the loss, the optimizer's bookkeeping, about sixty calls of a few
+microseconds each. The floor line counts the memory traffic a step cannot avoid (read and write
+w, m and v for every parameter, and read one embedding row per token) at the copy bandwidth
+NumPy reaches for a working set of this size; the set fits in cache, hence the high figure.
+With the NumPy kernels (`NPEMBED_KERNELS=numpy`) the same epoch takes about twice as long.
 
 **Keras with XLA** compiles one program per distinct batch shape. A padded epoch has about 1,500
 shapes and each compilation takes about half a second here, so the first epoch takes minutes. It
@@ -148,13 +169,15 @@ epoch (marked in the table). Once compiled, it is about as fast as plain `fit` o
 
 **Sweeps** use synthetic Zipf-distributed ids (identical in every process), 200 steps per point,
 best of 2. Every Keras-exact optimizer touches the whole table each step, so step cost grows
-linearly with vocabulary size and embedding width for all three frameworks. The weak spot of
-npembed's fused path is large batches: it builds a dense (batch, distinct rows) count matrix,
-which at batch 512 costs about as much as the gathers the other frameworks do.
+linearly with vocabulary size and embedding width for all three frameworks. npembed's step works
+from each review's distinct rows, so it grows slowly with the batch: {batch_npembed:.2f} ms at batch 512
+against PyTorch's {batch_torch:.2f} ms.
 
 **Lazy Adam** (`Adam(variant="lazy")`, not Keras-exact: rows outside the batch stay frozen) costs
-{small:.3f} ms per step at 8,185 x 16 and {large:.3f} ms at 1,000,000 x 64 ({large / small:.2f}x). Its cost follows the
-rows in the batch and their width (four times more floats per row at 64), not the vocabulary.
+{small:.3f} ms per step at 8,185 x 16 and {large:.3f} ms at 1,000,000 x 64 ({large / small:.2f}x), the two points built in
+one process and timed in turn, seven rounds, medians. Its cost follows the rows in the batch and
+their width (four times more floats per row at 64), not the vocabulary; at a million rows each
+looked-up row of w, m and v is a cache miss, which the C loops prefetch a few rows ahead.
 
 ## Against the targets
 
@@ -166,15 +189,9 @@ rows in the batch and their width (four times more floats per row at 64), not th
 | peak memory of training <= 1/4 of Keras's | {memory:.3f}x | {met(memory <= 0.25)} |
 | lazy Adam at 1M x 64 within 2x of 8,185 x 16 | {large / small:.2f}x | {met(large / small <= 2)} |
 
-What would close the training gap, in order of expected gain:
-- Fuse Adam's nine element-wise passes over the table into one. The pass is memory-bound and
-  NumPy cannot fuse; a small compiled kernel, with the NumPy version kept as its reference, could.
-- Keep the four small weights and their moments in one flat buffer, so that Adam makes one call
-  instead of four.
-- Make fewer NumPy calls per step in the forward and backward passes.
-
-For lazy Adam at width 64, the per-row passes (gathers, the update, the casts between float64 row
-sums and float32) dominate: fewer passes over the (rows, 64) blocks is the lever.
+The margins are not equally wide. Training and prediction are well inside their targets. The
+lazy-Adam ratio sits close to its 2x line: on this shared machine repeated runs of that
+measurement gave 1.9x to 2.05x, so a single run can land on either side.
 
 ## Memory
 

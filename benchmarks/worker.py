@@ -127,7 +127,39 @@ def task_train(spec, vocab_size, train, _test) -> dict:
     train = train[:spec.get("steps")]
     warmup = [timed(runner.train, train) for _ in range(spec.get("warmup_epochs", 1))]
     epochs = [timed(runner.train, train) for _ in range(spec["repeats"])]
-    return {"warmup_epoch_seconds": warmup, "epoch_seconds": epochs}
+    result = {"warmup_epoch_seconds": warmup, "epoch_seconds": epochs}
+    if spec["framework"] == "npembed":
+        result["step_breakdown_us"] = step_breakdown(runner.model, train)
+    return result
+
+
+def step_breakdown(model, batches) -> dict:
+    """Microseconds per step in each part of ``train_on_batch``, over one more epoch (its
+    total is a little above the fit's step time: the clock is read between the parts)."""
+    from npembed import kernels
+    from npembed.checks import check_labels
+    clock, parts = time.perf_counter, {}
+    for ids, labels in batches:
+        t0 = clock()
+        logits = model.forward(ids)
+        t1 = clock()
+        labels = check_labels(labels, logits.shape[0])
+        model.loss(labels, logits)
+        t2 = clock()
+        model.backward(model.loss.gradient(labels, logits))
+        t3 = clock()
+        grads = model._trainable_gradients()
+        grads[0].row_sums()                         # computed once, cached for the optimizer
+        t4 = clock()
+        model.optimizer.apply_gradients(grads, model.weights)
+        t5 = clock()
+        for name, seconds in (("forward (embedding + pooling, dense layers)", t1 - t0),
+                              ("loss", t2 - t1), ("backward (dense layers)", t3 - t2),
+                              ("embedding gradient row sums", t4 - t3), ("Adam, all five weights", t5 - t4)):
+            parts[name] = parts.get(name, 0.0) + seconds
+    breakdown = {name: 1e6 * seconds / len(batches) for name, seconds in parts.items()}
+    breakdown["kernel backend"] = kernels.backend()
+    return breakdown
 
 
 def task_predict(spec, vocab_size, _train, test) -> dict:

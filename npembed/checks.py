@@ -17,8 +17,8 @@ def check_token_ids(ids, input_dim: int) -> np.ndarray:
     Accepts any integer array-like of rank 2 whose values lie in [0, input_dim).
     """
     ids = np.asarray(ids)
-    if ids.dtype == object or not (np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool):
-        if np.issubdtype(ids.dtype, np.floating) and ids.size and np.all(np.mod(ids, 1) == 0):
+    if ids.dtype.kind not in "iub":                 # signed, unsigned, bool (refused below)
+        if ids.dtype.kind == "f" and ids.size and np.all(np.mod(ids, 1) == 0):
             hint = ". They look like whole numbers: convert with ids.astype('int64')"
         else:
             hint = ""
@@ -56,7 +56,7 @@ def check_labels(labels, batch_size: int) -> np.ndarray:
     if labels.ndim != 1 or labels.shape[0] != batch_size:
         raise ValueError(f"labels must have shape ({batch_size},) or ({batch_size}, 1) to match "
                          f"the batch of {batch_size} reviews, got shape {labels.shape}")
-    if labels.dtype == object or not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
+    if labels.dtype.kind not in "biufc":            # bool or a number
         raise TypeError(f"labels must be numeric 0/1 values, got dtype {labels.dtype}")
     bad = (labels != 0) & (labels != 1)
     if bad.any():

@@ -304,6 +304,19 @@ static PyObject *py_row_sums(PyObject *self, PyObject *args)
 
 /* round_sums(acc, sums, squares, rows, dim, itemsize): sums[k] and squares[k] (in the weights'
  * type) from row k = [sum | squares] of acc, each rounded once, for k < rows. */
+#define ROUND_SUMS(NAME, REAL)                                                                 \
+static void NAME(const double *restrict acc, REAL *restrict sums, REAL *restrict squares,     \
+                 int64_t rows, int64_t dim)                                                    \
+{                                                                                              \
+    for (int64_t k = 0; k < rows; k++)                                                         \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            sums[k * dim + j] = (REAL)acc[k * 2 * dim + j];                                    \
+            squares[k * dim + j] = (REAL)acc[k * 2 * dim + dim + j];                           \
+        }                                                                                      \
+}
+ROUND_SUMS(round_sums_f32, float)
+ROUND_SUMS(round_sums_f64, double)
+
 static PyObject *py_round_sums(PyObject *self, PyObject *args)
 {
     Py_buffer b[3] = {{0}};
@@ -314,20 +327,8 @@ static PyObject *py_round_sums(PyObject *self, PyObject *args)
     if (!ok) PyErr_SetString(PyExc_ValueError, "round_sums: bad item size or shape");
     ok = ok && need(&b[0], rows * 2 * dim * 8, "acc") && need(&b[1], rows * dim * item, "sums")
          && need(&b[2], rows * dim * item, "squares");
-    if (ok) {
-        const double *acc = b[0].buf;
-        for (Py_ssize_t k = 0; k < rows; k++)
-            for (Py_ssize_t j = 0; j < dim; j++) {
-                const double sum = acc[k * 2 * dim + j], square = acc[k * 2 * dim + dim + j];
-                if (item == 4) {
-                    ((float *)b[1].buf)[k * dim + j] = (float)sum;
-                    ((float *)b[2].buf)[k * dim + j] = (float)square;
-                } else {
-                    ((double *)b[1].buf)[k * dim + j] = sum;
-                    ((double *)b[2].buf)[k * dim + j] = square;
-                }
-            }
-    }
+    if (ok && item == 4) round_sums_f32(b[0].buf, b[1].buf, b[2].buf, rows, dim);
+    if (ok && item == 8) round_sums_f64(b[0].buf, b[1].buf, b[2].buf, rows, dim);
     release(b, 3);
     if (!ok) return NULL;
     Py_RETURN_NONE;

@@ -46,6 +46,8 @@ class BuildError(RuntimeError):
 def load():
     """The compiled module, building it first if this machine has none cached."""
     global _module
+    if _module is not None:
+        return _module
     with _lock:
         if _module is None:
             try:

@@ -61,3 +61,23 @@ def test_quick_benchmark_runs_end_to_end(imdb, tmp_path):
     assert set(results["frameworks"]) == {"npembed", "keras"}
     assert results["ratios"]["npembed/keras"]["train_epoch"] > 0
     assert "| ratio | training epoch |" in completed.stdout
+
+
+def test_interleaved_sweep_reports_every_point_in_order(tmp_path):
+    points = [{"vocab": 50, "dim": 4, "batch": 3, "length": 8, "steps": 4},
+              {"vocab": 5000, "dim": 8, "batch": 3, "length": 8, "steps": 4}]
+    result = worker.task_sweep({"framework": "npembed_lazy", "points": points, "repeats": 3,
+                                "interleave": True}, None, [], [])
+    assert [(p["vocab"], p["dim"]) for p in result["points"]] == [(50, 4), (5000, 8)]
+    assert all(p["ms_per_step"] > 0 for p in result["points"])
+
+
+def test_step_breakdown_names_every_part(imdb):
+    import npembed
+    model = npembed.tutorial_model(seed=0)
+    model.compile()
+    batches = list(imdb.train.batches(10, 1000, seed=0).for_epoch(0))[:5]
+    parts = worker.step_breakdown(model, batches)
+    assert parts.pop("kernel backend") in ("native", "numpy")
+    assert len(parts) == 5 and all(value > 0 for value in parts.values())
+    assert model.optimizer.iterations == 5
