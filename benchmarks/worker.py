@@ -46,23 +46,43 @@ class KerasRunner:
         self.model = keras.Sequential(layers)
         self.model.compile(optimizer=keras.optimizers.Adam(), jit_compile=jit,
                            loss=keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+        self._datasets = {}
 
     @staticmethod
     def dataset(batches, with_labels=True):
+        """The batches as a native tf.data pipeline, with no Python generator in the loop: the
+        reviews as one ragged tensor, batched in the same groups and padded per batch to the
+        same shapes, as the tutorial's ``padded_batch`` does (padding is id 0, never a token)."""
         import tensorflow as tf
-        spec = tf.TensorSpec((None, None), tf.int32)
-        if with_labels:
-            ds = tf.data.Dataset.from_generator(lambda: iter(batches),
-                                                output_signature=(spec, tf.TensorSpec((None,), tf.float32)))
-        else:
-            ds = tf.data.Dataset.from_generator(lambda: (x for x, _ in batches), output_signature=spec)
-        return ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
+        sizes = {x.shape[0] for x, _ in batches}
+        if len(sizes) != 1:
+            raise ValueError(f"the Keras runner expects equal batch sizes, got {sorted(sizes)}")
+        lengths = [np.count_nonzero(x, axis=1) for x, _ in batches]
+        flat = np.concatenate([x[row, :n] for (x, _), ns in zip(batches, lengths) for row, n in enumerate(ns)])
+        reviews = tf.RaggedTensor.from_row_lengths(flat.astype(np.int32), np.concatenate(lengths))
+        labels = np.concatenate([y for _, y in batches]).astype(np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((reviews, labels)).batch(sizes.pop())
+        return ds.map(_padded_with_labels if with_labels else _padded).prefetch(2)
+
+    def _cached(self, batches, with_labels):
+        key = (id(batches), with_labels)          # built once, outside the clock; the entry
+        if key not in self._datasets:             # keeps `batches` alive, so its id stays its own
+            self._datasets[key] = (batches, self.dataset(batches, with_labels))
+        return self._datasets[key][1]
 
     def train(self, batches):
-        self.model.fit(self.dataset(batches), epochs=1, verbose=0)
+        self.model.fit(self._cached(batches, True), epochs=1, verbose=0)
 
     def predict(self, batches):
-        return self.model.predict(self.dataset(batches, with_labels=False), verbose=0)
+        return self.model.predict(self._cached(batches, False), verbose=0)
+
+
+def _padded_with_labels(ids, labels):
+    return ids.to_tensor(), labels
+
+
+def _padded(ids, _labels):
+    return ids.to_tensor()
 
 
 class TorchRunner:
@@ -81,9 +101,9 @@ class TorchRunner:
     def _tensors(self, batches):
         key = id(batches)
         if key not in self._cache:                      # converted once, outside the clock
-            self._cache[key] = [(self.torch.from_numpy(x.astype(np.int64)), self.torch.from_numpy(y))
-                                for x, y in batches]            # nn.Embedding wants int64 ids
-        return self._cache[key]
+            self._cache[key] = (batches, [(self.torch.from_numpy(x.astype(np.int64)), self.torch.from_numpy(y))
+                                          for x, y in batches])  # nn.Embedding wants int64 ids;
+        return self._cache[key][1]                              # `batches` kept: its id stays its own
 
     def forward(self, ids):
         return self.head(self.embedding(ids).mean(dim=1)).squeeze(1)

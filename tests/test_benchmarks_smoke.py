@@ -81,3 +81,17 @@ def test_step_breakdown_names_every_part(imdb):
     assert parts.pop("kernel backend") in ("native", "numpy")
     assert len(parts) == 5 and all(value > 0 for value in parts.values())
     assert model.optimizer.iterations == 5
+
+
+def test_keras_runner_feeds_keras_the_same_batches(imdb, tmp_path):
+    import pytest
+    pytest.importorskip("tensorflow")
+    save_workload(tmp_path / "w.npz", imdb, train_steps=30, predict_batches=3)
+    _, train, test = load_workload(tmp_path / "w.npz")
+    dataset = worker.KerasRunner.dataset(train)
+    assert dataset.cardinality().numpy() == 30             # known: fit takes exactly 30 steps
+    for (x, y), (rx, ry) in zip(dataset, train):
+        np.testing.assert_array_equal(x.numpy(), rx)        # same ids, same padded shape
+        np.testing.assert_array_equal(y.numpy(), ry)
+    for x, (rx, _) in zip(worker.KerasRunner.dataset(test, with_labels=False), test):
+        np.testing.assert_array_equal(x.numpy(), rx)
