@@ -164,10 +164,10 @@ w, m and v for every parameter, and read one embedding row per token) at the cop
 NumPy reaches for a working set of this size; the set fits in cache, hence the high figure.
 With the NumPy kernels (`NPEMBED_KERNELS=numpy`) the same epoch takes about twice as long.
 
-**Keras `fit` has slow epochs.** In every run here one to three of its epochs took about 10.2 s
-instead of 5 to 6 s, with either input pipeline (a Python generator or the native one now used);
-npembed's and PyTorch's epochs vary by a few percent. The tables give medians; the min column
-shows Keras's fast epochs, and the ratio against that minimum is in the text below the targets.
+**Keras `fit` sometimes has slow epochs.** In four of the six benchmark runs made on 2026-11-24,
+one to three of its epochs took about 10.2 s instead of 5 to 6 s, with either input pipeline (a
+Python generator, or the native one now used); npembed's and PyTorch's epochs varied by a few
+percent. The tables give medians, and the min column shows Keras's fast epochs.
 
 **Keras with XLA** compiles one program per distinct batch shape. A padded epoch has about 1,500
 shapes and each compilation takes about half a second here, so the first epoch takes minutes. It
@@ -197,9 +197,13 @@ looked-up row of w, m and v is a cache miss, which the C loops prefetch a few ro
 | lazy Adam at 1M x 64 within 2x of 8,185 x 16 | {large / small:.2f}x | {met(large / small <= 2)} |
 
 Against Keras's fastest epoch instead of its median, npembed's epoch is
-{f["npembed"]["epoch_seconds"]["median"] / f["keras"]["epoch_seconds"]["min"]:.3f}x. The lazy-Adam ratio sits close to its 2x line: on this shared machine, runs of
-four more runs of the same interleaved measurement (`benchmarks.worker` with the lazy points
-and `"interleave": true`) gave 1.94x to 1.97x, so it is met with little room.
+{f["npembed"]["epoch_seconds"]["median"] / f["keras"]["epoch_seconds"]["min"]:.3f}x. The lazy-Adam ratio sits on its 2x line: six runs of the same
+interleaved measurement on the final code (this one, another full run, and four runs of
+`benchmarks.worker` with the two lazy points and `"interleave": true`) gave 1.94x to 2.05x, so a
+single run lands on either side of it. At a million rows the step is bound by memory latency:
+each looked-up row of w, m and v is a separate cache miss (three per row, 256 bytes each at
+width 64). Keeping m and v of a row side by side in one array would save one of the three; that
+is the next lever, not yet pulled.
 
 ## Memory
 
