@@ -90,6 +90,21 @@ static void NAME(const ID_T *ids, const uint8_t *mask, int64_t batch, int64_t le
 COUNT_REVIEW_ROWS(count_review_rows_i32, int32_t)
 COUNT_REVIEW_ROWS(count_review_rows_i64, int64_t)
 
+/* The position of the first id outside [0, num_rows), or -1: checked before any id is used as
+ * an index (one branch-free pass, a vector compare and an or). */
+#define FIRST_BAD_ID(NAME, ID_T)                                                               \
+static int64_t NAME(const ID_T *ids, int64_t n, int64_t num_rows)                              \
+{                                                                                              \
+    uint64_t bad = 0;                                                                          \
+    for (int64_t i = 0; i < n; i++) bad |= (uint64_t)(int64_t)ids[i] >= (uint64_t)num_rows;    \
+    if (!bad) return -1;                                                                       \
+    for (int64_t i = 0; i < n; i++)                                                            \
+        if ((uint64_t)(int64_t)ids[i] >= (uint64_t)num_rows) return i;                         \
+    return -1;                                                                                 \
+}
+FIRST_BAD_ID(first_bad_id_i32, int32_t)
+FIRST_BAD_ID(first_bad_id_i64, int64_t)
+
 /* count_review_rows(ids, mask or None, counter, pair_rows, pair_counts, offsets, batch,
  *                   length, num_rows, ids_itemsize) */
 static PyObject *py_count_review_rows(PyObject *self, PyObject *args)
@@ -108,6 +123,16 @@ static PyObject *py_count_review_rows(PyObject *self, PyObject *args)
     ok = ok && need(&b[0], batch * length * id_size, "ids") && need(&b[2], num_rows * 4, "counter")
          && need(&b[3], batch * length * 8, "pair_rows") && need(&b[4], batch * length * 8, "pair_counts")
          && need(&b[5], (batch + 1) * 8, "offsets");
+    if (ok) {
+        int64_t bad = id_size == 4 ? first_bad_id_i32(b[0].buf, batch * length, num_rows)
+                                   : first_bad_id_i64(b[0].buf, batch * length, num_rows);
+        if (bad >= 0) {
+            long long id = id_size == 4 ? ((const int32_t *)b[0].buf)[bad] : ((const int64_t *)b[0].buf)[bad];
+            PyErr_Format(PyExc_ValueError, "token id %lld at position (%lld, %lld) is outside [0, %zd)",
+                         id, (long long)(bad / length), (long long)(bad % length), num_rows);
+            ok = 0;
+        }
+    }
     if (ok) {
         const uint8_t *mask = mask_obj != Py_None ? b[1].buf : NULL;
         Py_BEGIN_ALLOW_THREADS

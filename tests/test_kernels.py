@@ -270,3 +270,14 @@ def test_an_unwritable_cache_is_a_build_error(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_module", None)
     with pytest.raises(native.BuildError, match="could not build the C kernels in the cache"):
         native.load()
+
+
+def test_native_kernels_refuse_ids_outside_the_table(native_backend):
+    # model.forward checks ids first (checks.check_token_ids); the C loop checks again, so a
+    # direct call with a bad id raises instead of writing outside its counter
+    table = np.zeros((10, 4), np.float32)
+    for bad in (10, -1):
+        ids = np.array([[1, 2, 3], [4, bad, 0]], dtype=np.int32)
+        with pytest.raises(ValueError, match=r"token id .* at position \(1, 1\) is outside \[0, 10\)"):
+            kernels.pooled_lookup(ids, table, None)
+    assert not native._counter(10).any()
