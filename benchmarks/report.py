@@ -158,7 +158,7 @@ Raw numbers: `benchmarks/results/latest.json`.
 The embedding's forward and backward and Adam's pass over the table run in C
 (`npembed/native.c`, see `docs/architecture.md`): Keras-exact Adam moves every one of the 131,249
 parameters every step, one loop over w, m and v. The rest is NumPy on (10, 16) arrays and Python:
-the two dense layers, the loss, the optimizer's bookkeeping, about sixty calls of a few
+the two dense layers, the loss, the optimizer's bookkeeping, a few dozen calls of a few
 microseconds each. The floor line counts the memory traffic a step cannot avoid (read and write
 w, m and v for every parameter, and read one embedding row per token) at the copy bandwidth
 NumPy reaches for a working set of this size; the set fits in cache, hence the high figure.

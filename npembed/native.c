@@ -212,9 +212,11 @@ static PyObject *py_pooled_sum(PyObject *self, PyObject *args)
  * The distinct rows (ascending, into rows[:U]) and per row the sum of its slices and of their
  * squares, where a position of review b sends row_gradient[b]: sums[k] += count * g and
  * squares[k] += count * (g * g), the square taken in the gradient's type as TensorFlow squares
- * each slice, the sums in double (in the scratch buffer acc), rounded once by round_sums.  slot (V,) is all -1 on entry and exit.  scan_table: list
- * the rows by scanning slot (cheap for a vocabulary not much larger than the batch), else
- * sort the ones seen (rows has room for 2 * pairs entries: the sort's scratch).  Returns U. */
+ * each slice.  The sums are kept in double in acc, [sums | squares] per row, and rounded once by
+ * round_sums.  slot (V,) is all -1 on entry and exit.  scan_table: list the rows by scanning
+ * slot (cheap for a vocabulary not much larger than the batch), else sort the ones seen (rows
+ * has room for 2 * pairs entries: the second half is the sort's scratch).  Returns U. */
+
 /* Sort n row numbers in [0, num_rows) ascending: least-significant-digit radix sort, 11 bits
  * a pass (two passes for a million rows), through tmp (n entries). */
 static void sort_rows(int64_t *rows, int64_t *tmp, int64_t n, int64_t num_rows)
