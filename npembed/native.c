@@ -209,13 +209,10 @@ static PyObject *py_pooled_sum(PyObject *self, PyObject *args)
 }
 
 /* ------------------------------------------------------------------ its gradient, per row
- * The distinct rows (ascending, into rows[:U]) and per row the sum of its slices and of their
- * squares, where a position of review b sends row_gradient[b]: sums[k] += count * g and
- * squares[k] += count * (g * g), the square taken in the gradient's type as TensorFlow squares
- * each slice.  The sums are kept in double in acc, [sums | squares] per row, and rounded once by
- * round_sums.  slot (V,) is all -1 on entry and exit.  scan_table: list the rows by scanning
- * slot (cheap for a vocabulary not much larger than the batch), else sort the ones seen (rows
- * has room for 2 * pairs entries: the second half is the sort's scratch).  Returns U. */
+ * The distinct rows (ascending) and per row the sum of its slices and of their squares, where
+ * a position of review b sends row_gradient[b]: sums[k] = sum count * g and squares[k] =
+ * sum count * (g * g), the square taken in the gradient's type as TensorFlow squares each
+ * slice, each sum taken in double and rounded once.  slot (V,) is all -1 between calls. */
 
 /* Sort n row numbers in [0, num_rows) ascending: least-significant-digit radix sort, 11 bits
  * a pass (two passes for a million rows), through tmp (n entries). */
@@ -236,127 +233,136 @@ static void sort_rows(int64_t *rows, int64_t *tmp, int64_t n, int64_t num_rows)
     }
 }
 
+/* Phase 1: the distinct rows, ascending, into rows[:U]; returns U.  Leaves slot[rows[k]] = k
+ * and single[k] = 1 when row k is held by exactly one review (one pair), for phase 2. */
+static int64_t distinct_rows(const int64_t *pair_rows, int64_t pairs, int32_t *slot, int64_t num_rows,
+                             int scan_table, int64_t *rows, uint8_t *single)
+{
+    int64_t distinct = 0;
+    for (int64_t p = 0; p < pairs; p++) {          /* branch-free, as in count_review_rows */
+        if (p + 16 < pairs) __builtin_prefetch(&slot[pair_rows[p + 16]], 1);
+        rows[distinct] = pair_rows[p];
+        distinct += slot[pair_rows[p]] == -1;
+        slot[pair_rows[p]] -= 1;                   /* -1 - (number of pairs holding the row) */
+    }
+    if (scan_table) {
+        int64_t k = 0;
+        for (int64_t row = 0; row < num_rows && k < distinct; row++) {
+            rows[k] = row;
+            k += slot[row] != -1;
+        }
+    } else {
+        sort_rows(rows, rows + distinct, distinct, num_rows);
+    }
+    for (int64_t k = 0; k < distinct; k++) {
+        single[k] = slot[rows[k]] == -2;
+        slot[rows[k]] = (int32_t)k;
+    }
+    return distinct;
+}
+
+/* Phase 2: sums[k] and squares[k] (U, dim each, in REAL) for the rows of phase 1.  A row held
+ * by one review is count * g, computed in double and rounded once, straight into the output;
+ * a row held by several is summed in double in acc first (its first pair sets it).  Restores
+ * slot to all -1. */
 #define ROW_SUMS(NAME, REAL)                                                                   \
-static int64_t NAME(const int64_t *pair_rows, const int64_t *pair_counts, const int64_t *offsets, \
-                    const REAL *row_gradient, int64_t batch, int64_t dim, int32_t *slot,       \
-                    int64_t num_rows, int scan_table, int64_t *rows, double *acc, double *gd,  \
-                    uint8_t *started)                                                          \
+static void NAME(const int64_t *pair_rows, const int64_t *pair_counts, const int64_t *offsets, \
+                 const REAL *row_gradient, int64_t batch, int64_t dim, int32_t *slot,          \
+                 const int64_t *rows, int64_t distinct, const uint8_t *single, double *acc,    \
+                 uint8_t *started, REAL *sums, REAL *squares)                                  \
 {                                                                                              \
-    const int64_t pairs = offsets[batch];                                                      \
-    int64_t distinct = 0;                                                                      \
-    for (int64_t p = 0; p < pairs; p++) {          /* branch-free, as in count_review_rows */  \
-        if (p + 16 < pairs) __builtin_prefetch(&slot[pair_rows[p + 16]], 1);                  \
-        rows[distinct] = pair_rows[p];                                                         \
-        distinct += slot[pair_rows[p]] < 0;                                                    \
-        slot[pair_rows[p]] = 0;                                                                \
-    }                                                                                          \
-    if (scan_table) {                                                                          \
-        int64_t k = 0;                                                                         \
-        for (int64_t row = 0; row < num_rows && k < distinct; row++) {                         \
-            rows[k] = row;                                                                     \
-            k += slot[row] == 0;                                                               \
-        }                                                                                      \
-    } else {                                                                                   \
-        sort_rows(rows, rows + distinct, distinct, num_rows);                                  \
-    }                                                                                          \
-    for (int64_t k = 0; k < distinct; k++) slot[rows[k]] = k;                                  \
-    /* per review, g and its square in double, side by side: [g[0..dim) | g*g[0..dim)] */     \
-    for (int64_t b = 0; b < batch; b++)                                                        \
-        for (int64_t j = 0; j < dim; j++) {                                                    \
-            const REAL g = row_gradient[b * dim + j];                                          \
-            gd[b * 2 * dim + j] = (double)g;                                                   \
-            gd[b * 2 * dim + dim + j] = (double)(REAL)(g * g);                                 \
-        }                                                                                      \
-    /* per row, its two sums side by side in acc: [sum | squares]; a row's first pair sets */ \
-    /* them (no pass to zero a buffer that at width 64 outgrows the L2 cache) */               \
     memset(started, 0, distinct);                                                              \
     for (int64_t b = 0; b < batch; b++) {                                                      \
-        const double *restrict g = gd + b * 2 * dim;                                           \
+        const REAL *restrict g = row_gradient + b * dim;                                       \
         for (int64_t p = offsets[b]; p < offsets[b + 1]; p++) {                                \
             const double count = (double)pair_counts[p];                                       \
             const int64_t k = slot[pair_rows[p]];                                              \
-            double *restrict row_acc = acc + k * 2 * dim;                                      \
-            if (started[k]) {                                                                  \
-                for (int64_t j = 0; j < 2 * dim; j++) row_acc[j] += count * g[j];              \
-            } else {                                                                           \
-                for (int64_t j = 0; j < 2 * dim; j++) row_acc[j] = count * g[j];               \
-                started[k] = 1;                                                                \
+            if (single[k]) {                                                                   \
+                REAL *restrict sum = sums + k * dim, *restrict square = squares + k * dim;     \
+                for (int64_t j = 0; j < dim; j++) {                                            \
+                    sum[j] = (REAL)(count * (double)g[j]);                                     \
+                    square[j] = (REAL)(count * (double)(REAL)(g[j] * g[j]));                   \
+                }                                                                              \
+                continue;                                                                      \
             }                                                                                  \
+            double *restrict row_acc = acc + k * 2 * dim;          /* [sum | squares] */       \
+            for (int64_t j = 0; j < dim; j++) {                                                \
+                const double add_sum = count * (double)g[j];                                   \
+                const double add_square = count * (double)(REAL)(g[j] * g[j]);                 \
+                row_acc[j] = started[k] ? row_acc[j] + add_sum : add_sum;                      \
+                row_acc[dim + j] = started[k] ? row_acc[dim + j] + add_square : add_square;    \
+            }                                                                                  \
+            started[k] = 1;                                                                    \
         }                                                                                      \
     }                                                                                          \
-    for (int64_t k = 0; k < distinct; k++) slot[rows[k]] = -1;                                 \
-    return distinct;                                                                           \
-}
-ROW_SUMS(row_sums_f32, float)
-ROW_SUMS(row_sums_f64, double)
-
-/* row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, acc, batch, dim,
- *          num_rows, scan_table, itemsize) -> U
- * rows: room for 2 * pairs entries (the second half is the sort's scratch); acc: doubles for
- * pairs * 2 * dim, of which the first U rows of 2 * dim come back filled: [sums | squares]. */
-static PyObject *py_row_sums(PyObject *self, PyObject *args)
-{
-    Py_buffer b[7] = {{0}};
-    Py_ssize_t batch, dim, num_rows, item;
-    int scan_table;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*w*w*w*nnnpn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-                          &b[6], &batch, &dim, &num_rows, &scan_table, &item))
-        return NULL;
-    int ok = (item == 4 || item == 8) && dim > 0 && batch > 0;
-    if (!ok) PyErr_SetString(PyExc_ValueError, "row_sums: bad item size or shape");
-    ok = ok && need(&b[2], (batch + 1) * 8, "offsets") && need(&b[3], batch * dim * item, "row_gradient")
-         && need(&b[4], num_rows * 4, "slot");
-    int64_t pairs = ok ? ((const int64_t *)b[2].buf)[batch] : 0, distinct = 0;
-    ok = ok && need(&b[0], pairs * 8, "pair_rows") && need(&b[1], pairs * 8, "pair_counts")
-         && need(&b[5], 2 * pairs * 8, "rows") && need(&b[6], pairs * 2 * dim * 8, "acc");
-    double *gd = ok ? malloc(batch * 2 * dim * sizeof(double)) : NULL;
-    uint8_t *started = ok ? malloc(pairs + 1) : NULL;
-    if (ok && (!gd || !started)) { PyErr_NoMemory(); ok = 0; }
-    if (ok) {
-        Py_BEGIN_ALLOW_THREADS
-        if (item == 4)
-            distinct = row_sums_f32(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
-                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, started);
-        else
-            distinct = row_sums_f64(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf,
-                                    num_rows, scan_table, b[5].buf, b[6].buf, gd, started);
-        Py_END_ALLOW_THREADS
-    }
-    free(gd);
-    free(started);
-    release(b, 7);
-    if (!ok) return NULL;
-    return PyLong_FromLongLong(distinct);
-}
-
-/* round_sums(acc, sums, squares, rows, dim, itemsize): sums[k] and squares[k] (in the weights'
- * type) from row k = [sum | squares] of acc, each rounded once, for k < rows. */
-#define ROUND_SUMS(NAME, REAL)                                                                 \
-static void NAME(const double *restrict acc, REAL *restrict sums, REAL *restrict squares,     \
-                 int64_t rows, int64_t dim)                                                    \
-{                                                                                              \
-    for (int64_t k = 0; k < rows; k++)                                                         \
+    for (int64_t k = 0; k < distinct; k++) {                                                   \
+        slot[rows[k]] = -1;                                                                    \
+        if (single[k]) continue;                                                               \
         for (int64_t j = 0; j < dim; j++) {                                                    \
             sums[k * dim + j] = (REAL)acc[k * 2 * dim + j];                                    \
             squares[k * dim + j] = (REAL)acc[k * 2 * dim + dim + j];                           \
         }                                                                                      \
+    }                                                                                          \
 }
-ROUND_SUMS(round_sums_f32, float)
-ROUND_SUMS(round_sums_f64, double)
+ROW_SUMS(row_sums_f32, float)
+ROW_SUMS(row_sums_f64, double)
 
-static PyObject *py_round_sums(PyObject *self, PyObject *args)
+/* distinct_rows(pair_rows, offsets, slot, rows, single, batch, num_rows, scan_table) -> U
+ * rows: room for 2 * pairs entries (the second half is the sort's scratch); single: pairs. */
+static PyObject *py_distinct_rows(PyObject *self, PyObject *args)
 {
-    Py_buffer b[3] = {{0}};
-    Py_ssize_t rows, dim, item;
-    if (!PyArg_ParseTuple(args, "y*w*w*nnn", &b[0], &b[1], &b[2], &rows, &dim, &item))
+    Py_buffer b[5] = {{0}};
+    Py_ssize_t batch, num_rows;
+    int scan_table;
+    if (!PyArg_ParseTuple(args, "y*y*w*w*w*nnp", &b[0], &b[1], &b[2], &b[3], &b[4], &batch, &num_rows,
+                          &scan_table))
         return NULL;
-    int ok = (item == 4 || item == 8) && rows >= 0 && dim > 0;
-    if (!ok) PyErr_SetString(PyExc_ValueError, "round_sums: bad item size or shape");
-    ok = ok && need(&b[0], rows * 2 * dim * 8, "acc") && need(&b[1], rows * dim * item, "sums")
-         && need(&b[2], rows * dim * item, "squares");
-    if (ok && item == 4) round_sums_f32(b[0].buf, b[1].buf, b[2].buf, rows, dim);
-    if (ok && item == 8) round_sums_f64(b[0].buf, b[1].buf, b[2].buf, rows, dim);
-    release(b, 3);
+    int ok = batch > 0 && need(&b[1], (batch + 1) * 8, "offsets") && need(&b[2], num_rows * 4, "slot");
+    int64_t pairs = ok ? ((const int64_t *)b[1].buf)[batch] : 0, distinct = 0;
+    ok = ok && need(&b[0], pairs * 8, "pair_rows") && need(&b[3], 2 * pairs * 8, "rows")
+         && need(&b[4], pairs, "single");
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        distinct = distinct_rows(b[0].buf, pairs, b[2].buf, num_rows, scan_table, b[3].buf, b[4].buf);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 5);
+    if (!ok) return NULL;
+    return PyLong_FromLongLong(distinct);
+}
+
+/* row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, single, acc, sums,
+ *          squares, batch, dim, distinct, itemsize): phase 2, after distinct_rows.
+ * acc: doubles for distinct * 2 * dim; sums, squares: distinct * dim entries each. */
+static PyObject *py_row_sums(PyObject *self, PyObject *args)
+{
+    Py_buffer b[10] = {{0}};
+    Py_ssize_t batch, dim, distinct, item;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*y*y*w*w*w*nnnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &b[8], &b[9], &batch, &dim, &distinct, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && dim > 0 && batch > 0 && distinct >= 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "row_sums: bad item size or shape");
+    ok = ok && need(&b[2], (batch + 1) * 8, "offsets") && need(&b[3], batch * dim * item, "row_gradient");
+    int64_t pairs = ok ? ((const int64_t *)b[2].buf)[batch] : 0;
+    ok = ok && need(&b[0], pairs * 8, "pair_rows") && need(&b[1], pairs * 8, "pair_counts")
+         && need(&b[5], distinct * 8, "rows") && need(&b[6], distinct, "single")
+         && need(&b[7], distinct * 2 * dim * 8, "acc") && need(&b[8], distinct * dim * item, "sums")
+         && need(&b[9], distinct * dim * item, "squares");
+    uint8_t *started = ok ? malloc(distinct + 1) : NULL;
+    if (ok && !started) { PyErr_NoMemory(); ok = 0; }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4)
+            row_sums_f32(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf, b[5].buf,
+                         distinct, b[6].buf, b[7].buf, started, b[8].buf, b[9].buf);
+        else
+            row_sums_f64(b[0].buf, b[1].buf, b[2].buf, b[3].buf, batch, dim, b[4].buf, b[5].buf,
+                         distinct, b[6].buf, b[7].buf, started, b[8].buf, b[9].buf);
+        Py_END_ALLOW_THREADS
+    }
+    free(started);
+    release(b, 10);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
@@ -479,8 +485,8 @@ static PyObject *py_adam(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"count_review_rows", py_count_review_rows, METH_VARARGS, "Distinct rows per review and their counts."},
     {"pooled_sum", py_pooled_sum, METH_VARARGS, "Embedding + average pooling from the row counts."},
+    {"distinct_rows", py_distinct_rows, METH_VARARGS, "The distinct rows of the pairs, ascending."},
     {"row_sums", py_row_sums, METH_VARARGS, "The pooled embedding's gradient summed per row."},
-    {"round_sums", py_round_sums, METH_VARARGS, "Row sums from double to the weights' type."},
     {"adam", py_adam, METH_VARARGS, "Keras Adam: dense, table rows, or lazy rows."},
     {NULL, NULL, 0, NULL},
 };

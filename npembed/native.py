@@ -191,19 +191,26 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None):
 
 def pooled_row_sums(counts, row_gradient: np.ndarray, num_rows: int):
     """rows (U,) ascending, sums (U, D), squared sums (U, D) in row_gradient's dtype, from
-    :func:`review_row_counts`; twin of ``kernels.pooled_row_sums``."""
-    offsets = counts[2]
+    :func:`review_row_counts`; twin of ``kernels.pooled_row_sums``.  Two calls: the distinct
+    rows first, so that the outputs are allocated at their exact size (an array sized for the
+    worst case and partly written costs a page fault per page), then the sums."""
+    pair_rows, pair_counts, offsets = counts
     row_gradient = np.ascontiguousarray(row_gradient)
-    pairs, dim = int(offsets[-1]), row_gradient.shape[1]
-    slot = _slot_map(num_rows)
+    (batch, dim), pairs = row_gradient.shape, int(offsets[-1])
+    slot, module = _slot_map(num_rows), load()
     rows = np.empty(2 * pairs, dtype=np.int64)                 # the second half: sort scratch
-    accumulators = _accumulators(pairs, 2 * dim)               # per row: [sums | squares]
-    module = load()
-    distinct = module.row_sums(*counts, row_gradient, slot, rows, accumulators, row_gradient.shape[0],
-                               dim, num_rows, num_rows <= 8 * pairs, row_gradient.itemsize)
-    sums = np.empty((distinct, dim), dtype=row_gradient.dtype)
-    squares = np.empty((distinct, dim), dtype=row_gradient.dtype)
-    module.round_sums(accumulators, sums, squares, distinct, dim, row_gradient.itemsize)
+    single = np.empty(pairs, dtype=np.uint8)
+    distinct = module.distinct_rows(pair_rows, offsets, slot, rows, single, batch, num_rows,
+                                    num_rows <= 8 * pairs)
+    try:                                                       # slot holds row -> k until row_sums
+        sums = np.empty((distinct, dim), dtype=row_gradient.dtype)
+        squares = np.empty((distinct, dim), dtype=row_gradient.dtype)
+        module.row_sums(pair_rows, pair_counts, offsets, row_gradient, slot, rows, single,
+                        _accumulators(distinct, 2 * dim), sums, squares, batch, dim, distinct,
+                        row_gradient.itemsize)
+    except BaseException:
+        slot[rows[:distinct]] = -1                             # keep the map clean for the next call
+        raise
     return rows[:distinct], sums, squares
 
 
