@@ -164,8 +164,8 @@ w, m and v for every parameter, and read one embedding row per token) at the cop
 NumPy reaches for a working set of this size; the set fits in cache, hence the high figure.
 With the NumPy kernels (`NPEMBED_KERNELS=numpy`) the same epoch takes about twice as long.
 
-**Keras `fit` sometimes has slow epochs.** In four of the six benchmark runs made on 2026-11-24,
-one to three of its epochs took about 10.2 s instead of 5 to 6 s, with either input pipeline (a
+**Keras `fit` sometimes has slow epochs.** In six of the eight runs of its worker made on
+2026-11-24, one to three of its epochs took about 10.2 s instead of 5 to 6 s, with either input pipeline (a
 Python generator, or the native one now used); npembed's and PyTorch's epochs varied by a few
 percent. The tables give medians, and the min column shows Keras's fast epochs.
 
@@ -197,10 +197,11 @@ looked-up row of w, m and v is a cache miss, which the C loops prefetch a few ro
 | lazy Adam at 1M x 64 within 2x of 8,185 x 16 | {large / small:.2f}x | {met(large / small <= 2)} |
 
 Against Keras's fastest epoch instead of its median, npembed's epoch is
-{f["npembed"]["epoch_seconds"]["median"] / f["keras"]["epoch_seconds"]["min"]:.3f}x. The lazy-Adam ratio sits on its 2x line: six runs of the same
-interleaved measurement on the final code (this one, another full run, and four runs of
-`benchmarks.worker` with the two lazy points and `"interleave": true`) gave 1.94x to 2.05x, so a
-single run lands on either side of it. At a million rows the step is bound by memory latency:
+{f["npembed"]["epoch_seconds"]["median"] / f["keras"]["epoch_seconds"]["min"]:.3f}x. The lazy-Adam ratio has a thin margin: five runs of the same
+interleaved measurement on the final code (this one, and four runs of `benchmarks.worker` with
+the two lazy points and `"interleave": true`) gave 1.89x to 1.93x; before the last change to
+the row sums (`native.c`, two calls and direct writes for rows held by one review) six runs gave
+1.94x to 2.05x. At a million rows the step is bound by memory latency:
 each looked-up row of w, m and v is a separate cache miss (three per row, 256 bytes each at
 width 64). Keeping a row's m and v side by side in one (V, 2, D) array was tried: a standalone C
 loop over 700 random rows went from 70 to 54 us, but the whole step only from 0.250 to 0.248 ms
