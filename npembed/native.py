@@ -61,13 +61,21 @@ def _compiler() -> list[str]:
     return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
 
 
+def _version_text(compiler: list[str]) -> str:
+    """What ``cc --version`` prints (part of the build key), or BuildError."""
+    try:
+        return subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise BuildError(f"no C compiler: {' '.join(compiler)} --version failed ({err})") from err
+
+
 def compiler_version() -> str:
     """The first line of ``cc --version`` for the compiler the kernels are built with."""
     try:
-        done = subprocess.run([*_compiler(), "--version"], capture_output=True, text=True, timeout=30)
-        return done.stdout.splitlines()[0] if done.stdout else "unknown"
-    except (OSError, subprocess.SubprocessError):
+        text = _version_text(_compiler())
+    except BuildError:
         return "no compiler"
+    return text.splitlines()[0] if text else "unknown"
 
 
 def _cpu_identity() -> str:
@@ -79,10 +87,7 @@ def _cpu_identity() -> str:
 
 
 def _build_key(compiler: list[str]) -> str:
-    try:
-        version = subprocess.run([*compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError) as err:
-        raise BuildError(f"no C compiler: {' '.join(compiler)} --version failed ({err})") from err
+    version = _version_text(compiler)
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), version.encode(), " ".join(EXACT_FLAGS + CPU_FLAGS).encode(),
                  sys.version.encode(), platform.machine().encode(), _cpu_identity().encode()):
