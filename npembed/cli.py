@@ -178,8 +178,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
                      help="stop after PATIENCE epochs without a better val_loss and restore the best epoch")
     sub.add_argument("--steps-per-epoch", type=int, default=None, help="cut epochs short (quick runs)")
-    sub.add_argument("--adam", choices=["keras", "textbook", "lazy"], default="keras",
-                     help="Adam variant (keras is exact; the others are documented departures)")
+    from npembed.optimizers import Adam
+    sub.add_argument("--adam", choices=[*Adam.VARIANTS, *Adam.ALIASES], default="keras2",
+                     metavar="{" + ",".join(Adam.VARIANTS) + "}",
+                     help="keras2: the tutorial's tf.keras Adam (the default, textbook Adam); keras3: "
+                          "Keras 3's, which squares each embedding slice; lazy: updates only the "
+                          "looked-up rows (see npembed/optimizers.py)")
 
     sub = command("evaluate", cmd_evaluate, "evaluate a run's final weights on a whole split")
     data_option(sub)

@@ -165,24 +165,11 @@ def pooled_row_sums(ids: np.ndarray, mask: np.ndarray | None, row_gradient: np.n
 
 
 # --------------------------------------------------------------------------- Adam
-def adam_update_reference(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
-                          one_minus_beta_2, epsilon) -> None:
-    """Keras's four lines, as written (in place on weight, m, v)::
-
-        m += (g - m) * (1 - beta_1)
-        v += (S - v) * (1 - beta_2)          S = squared_grad, or g**2 when it is None
-        w -= m * alpha / (sqrt(v) + epsilon)
-    """
-    squared = np.square(grad) if squared_grad is None else squared_grad
-    m += (grad - m) * one_minus_beta_1
-    v += (squared - v) * one_minus_beta_2
-    weight -= m * alpha / (np.sqrt(v) + epsilon)
-
-
 def adam_update(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
                 one_minus_beta_2, epsilon) -> None:
-    """:func:`adam_update_reference`, bit for bit: native, one pass; NumPy, one scratch
-    buffer instead of a temporary per operation (the same operations in the same order)."""
+    """``optimizers.adam_update`` (S = ``squared_grad``, or ``grad**2`` when None), bit for bit:
+    native, one pass; NumPy, one scratch buffer instead of a temporary per operation (the same
+    operations in the same order)."""
     if squared_grad is None and _use_native():
         _native.adam_update(weight, m, v, grad, alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
         return
@@ -204,7 +191,7 @@ def adam_update(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
 
 def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                      one_minus_beta_2, epsilon, scratch=None) -> None:
-    """:func:`adam_update_reference` for a gradient that is zero outside ``rows`` (ascending,
+    """``optimizers.adam_update`` for a gradient that is zero outside ``rows`` (ascending,
     distinct), bit for bit.
 
     Outside ``rows`` Keras's ``m += (0 - m) * c1`` is exactly ``m -= m * c1`` (negation is exact).

@@ -17,8 +17,17 @@ class BinaryCrossentropy:
 
         L = (1 / B) * sum_b l(z_b, y_b)
 
-    Backward: ``dl/dz = p - y``, so ``dL/dz_b = (sigmoid(z_b) - y_b) / B``.  sigmoid is
-    evaluated in its stable two-branch form, so ``|z| = 1000`` gives an exact 0 or 1, not NaN.
+    Backward: ``dl/dz = p - y``, so ``dL/dz_b = (sigmoid(z_b) - y_b) / B``, computed as
+
+        dl/dz = (1 - y) * sigmoid(z) - y * sigmoid(-z)
+
+    (equal, since ``sigmoid(z) + sigmoid(-z) = 1``).  For a label in {0, 1} one term vanishes and
+    no subtraction is left: ``sigmoid(z)`` for y = 0, ``-sigmoid(-z)`` for y = 1.  Written as
+    ``sigmoid(z) - y``, a confident right answer cancels: in float32, z = 17.5 with y = 1 gives
+    exactly 0 while the loss is 2.5e-8, and at z = 12 the gradient is 0.9% off.  TensorFlow's
+    gradient keeps those digits, and so does this form (within a few ulps, tests/test_losses.py).
+    sigmoid is evaluated in its stable two-branch form, so ``|z| = 1000`` gives an exact 0 or 1,
+    not NaN.
     """
 
     def __init__(self, from_logits: bool = True):
@@ -39,10 +48,11 @@ class BinaryCrossentropy:
         return np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
 
     def gradient(self, y_true: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """dL/dlogits, shaped like ``logits``: ``(sigmoid(z) - y) / B``."""
+        """dL/dlogits, shaped like ``logits``: ``((1 - y) sigmoid(z) - y sigmoid(-z)) / B``."""
         z = logits.reshape(-1)
         y = np.asarray(y_true).reshape(-1).astype(z.dtype)
-        return ((sigmoid(z) - y) / z.shape[0]).reshape(logits.shape)
+        dz = (1 - y) * sigmoid(z) - y * sigmoid(-z)
+        return (dz / z.dtype.type(z.shape[0])).reshape(logits.shape)
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

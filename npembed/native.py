@@ -220,14 +220,14 @@ def pooled_row_sums(counts, row_gradient: np.ndarray, num_rows: int):
 
 
 def adam_update(weight, m, v, grad, alpha, c1, c2, eps) -> None:
-    """Dense Keras Adam in place with ``S = grad**2``; bit for bit ``kernels.adam_update_reference``."""
+    """Dense Keras Adam in place with ``S = grad**2``; bit for bit ``optimizers.adam_update``."""
     load().adam(0, weight, m, v, None, np.ascontiguousarray(grad, dtype=weight.dtype), None,
                 weight.size, 1, 0, alpha, c1, c2, eps, weight.itemsize)
 
 
 def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, c1, c2, eps, lazy=False) -> None:
     """Keras Adam in place on a (V, D) table whose gradient is zero outside ``rows`` (ascending,
-    distinct): one pass over the table, bit for bit ``kernels.adam_update_reference`` with the
+    distinct): one pass over the table, bit for bit ``optimizers.adam_update`` with the
     dense gradient and squared sums; ``lazy``: only ``rows`` move."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     load().adam(2 if lazy else 1, weight, m, v, rows, np.ascontiguousarray(grad_rows, dtype=weight.dtype),

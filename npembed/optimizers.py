@@ -1,31 +1,48 @@
-"""Adam, exactly as Keras 3 applies it, and two named variants that are not Keras.
+"""Adam, as each Keras applies it to this model: the tutorial's Keras 2, today's Keras 3, and lazy.
 
-Keras 3 (``keras/src/optimizers/adam.py``, ``update_step``), per weight w with gradient g, at
-step ``t = iterations + 1``:
+The update, per weight w with gradient g, at step ``t = iterations + 1`` (Kingma & Ba's
+algorithm with the bias corrections folded into the step size, as both Kerases write it)::
 
     alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)
     m    += (g - m) * (1 - beta_1)
     v    += (S - v) * (1 - beta_2)
     w    -= m * alpha / (sqrt(v) + epsilon)
 
-with ``S = g**2`` for a dense gradient.  For the embedding, whose gradient TensorFlow delivers as
-``IndexedSlices`` (one slice per looked-up position), ``ops.square`` squares each *slice* and the
-subtraction then sums them: ``S[r] = sum_k slice_k**2`` over the lookups of row r, which is not
-``(sum_k slice_k)**2`` when a row is looked up twice.  Every row moves every step (m and v
-decay, and w keeps moving with the decayed m), including rows that are not in the batch.
+``S = g**2`` for a dense gradient.  The Kerases part ways on the embedding, whose gradient
+TensorFlow delivers as ``IndexedSlices``: one slice per looked-up position, padding included.
+For a row r looked up k times, with slices s_1 .. s_k and summed gradient g_r = sum_i s_i:
 
-Constants, matched on purpose (they matter in float64, see docs/parity.md):
-``beta_1**t`` and ``beta_2**t`` use beta rounded to float32 (``ops.cast`` of a Python float goes
+- ``"keras2"`` (the default): ``S_r = g_r**2``.  TF 2.1's ``tf.keras`` (the Keras the tutorial
+  was run and printed with; today ``tf_keras``) sums duplicate slices before the update
+  (``Optimizer._deduplicate_sparse_grad``), so every row's second moment is the square of its
+  summed gradient: dense textbook Adam.
+- ``"keras3"``: ``S_r = sum_i s_i**2``.  Keras 3 on TensorFlow (``keras/src/optimizers/adam.py``)
+  applies ``ops.square`` to the IndexedSlices, squaring each slice, and the following
+  subtraction sums them.  Smaller than ``g_r**2`` when the slices agree (a subword repeated in
+  one review), far larger when they cancel (the padding row, summed over positive and negative
+  reviews).  It trains the tutorial's model visibly slower (README, docs/gradients.md).
+- ``"lazy"``: ``"keras2"``'s formula on the looked-up rows only (TF-Addons' LazyAdam, which runs
+  on Keras 2's summed slices); the other rows' m, v and weights stay as they are.  Neither
+  Keras's; its step cost does not grow with the vocabulary.
+
+For dense gradients (the Dense layers) every variant is the same update.  In ``"keras2"`` and
+``"keras3"`` every row moves every step: m and v decay, and w keeps moving on the decayed m,
+also for rows not in the batch.
+
+Default: ``"keras2"``, here and in ``npembed train``.  It is the Adam of the tutorial npembed
+rebuilds (its printed curve is reproduced within 0.013 per epoch), and it is Kingma and Ba's
+algorithm, the one the derivations in docs/gradients.md state.  ``Adam(variant="keras3")``
+reproduces Keras 3.  The names used before (``"textbook"``, ``"keras"``) are accepted as
+aliases of ``"keras2"`` and ``"keras3"``, so old run folders resume.
+
+Constants, matched on purpose (they matter in float64, see docs/parity.md): ``beta_1**t`` and
+``beta_2**t`` use beta rounded to float32 (both Kerases ``cast`` a Python float, which goes
 through a float32 tensor); the learning rate is a variable of Keras's floatx, which npembed
-takes to be the model's dtype; ``1 - beta`` and epsilon are Python doubles converted straight to
-the weight's dtype.
+takes to be the model's dtype; ``1 - beta`` and epsilon are Python doubles converted straight
+to the weight's dtype.
 
-Variants (``Adam(variant=...)``):
-- ``"keras"`` (default): the above.
-- ``"textbook"``: ``S = g**2`` of the summed embedding gradient (Kingma & Ba); not Keras-exact.
-- ``"lazy"``: like ``"keras"``, but for a sparse gradient only the rows looked up in the batch
-  update m, v and w (TF-Addons LazyAdam); untouched rows stay frozen.  Not Keras-exact; its step
-  cost does not grow with the vocabulary.
+The four lines live once, in :func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast
+versions that the tests keep bit for bit equal to it.
 """
 from __future__ import annotations
 
@@ -34,6 +51,19 @@ from typing import Protocol, Sequence, Union
 import numpy as np
 
 from npembed import kernels
+
+
+def adam_update(weight: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray,
+                squared: np.ndarray, alpha, one_minus_beta_1, one_minus_beta_2, epsilon) -> None:
+    """One Adam step in place, as plain NumPy: the reference every fast kernel is held to.
+
+    weight, m, v, grad, squared: arrays of one shape; ``squared`` is S, the second moment's input
+    (``grad**2``, or Keras 3's sum of squared slices).  alpha: the step size of
+    :meth:`Adam.step_size`.  The other scalars are in the weight's dtype.
+    """
+    m += (grad - m) * one_minus_beta_1
+    v += (squared - v) * one_minus_beta_2
+    weight -= m * alpha / (np.sqrt(v) + epsilon)
 
 
 class SparseRowGradient(Protocol):
@@ -47,10 +77,18 @@ Gradient = Union[np.ndarray, SparseRowGradient]
 
 
 class Adam:
-    VARIANTS = ("keras", "textbook", "lazy")
+    """``Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, variant="keras2")``.
+
+    ``momentums`` and ``velocities`` hold m and v per weight, in the weights' order;
+    ``iterations`` counts the steps taken.  See the module docstring for the variants.
+    """
+
+    VARIANTS = ("keras2", "keras3", "lazy")
+    ALIASES = {"textbook": "keras2", "keras": "keras3"}
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, variant: str = "keras"):
+                 epsilon: float = 1e-7, variant: str = "keras2"):
+        variant = self.ALIASES.get(variant, variant)
         if variant not in self.VARIANTS:
             raise ValueError(f"Adam variant must be one of {self.VARIANTS}, got {variant!r}")
         for name, value, low, high in (("learning_rate", learning_rate, 0, np.inf),
@@ -66,13 +104,13 @@ class Adam:
         self.iterations = 0
         self.momentums: list[np.ndarray] = []
         self.velocities: list[np.ndarray] = []
-        self._scratch: list[np.ndarray | None] = []
+        self._scratch: list[tuple[np.ndarray, np.ndarray] | None] = []
 
     def build(self, weights: Sequence[np.ndarray]) -> None:
         """Zero first and second moments shaped like each weight."""
         self.momentums = [np.zeros_like(w) for w in weights]
         self.velocities = [np.zeros_like(w) for w in weights]
-        self._scratch: list[np.ndarray | None] = [None] * len(weights)
+        self._scratch = [None] * len(weights)
 
     def step_size(self, dtype: np.dtype) -> np.ndarray:
         """``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` for the coming step, in dtype."""
@@ -86,7 +124,7 @@ class Adam:
         """Update every weight in place from its gradient, then count the step.
 
         grads[i] is a dense array shaped like weights[i], or a sparse row gradient
-        (``IndexedSlices``) for an embedding table.
+        (``IndexedSlices``, ``PooledSlices``) for an embedding table.
         """
         if len(grads) != len(weights):
             raise ValueError(f"got {len(grads)} gradients for {len(weights)} weights")
@@ -101,26 +139,25 @@ class Adam:
             self._update(index, weight, grad, *constants[dtype])
         self.iterations += 1
 
-    def _update(self, index: int, weight: np.ndarray, grad: Gradient, alpha, one_minus_beta_1,
-                one_minus_beta_2, epsilon) -> None:
+    def _update(self, index: int, weight: np.ndarray, grad: Gradient, *constants) -> None:
+        """:func:`adam_update` through the fast kernels, with this variant's S."""
         m, v = self.momentums[index], self.velocities[index]
-        dtype = weight.dtype
         if isinstance(grad, np.ndarray):
-            kernels.adam_update(weight, m, v, grad, None, alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
+            kernels.adam_update(weight, m, v, grad, None, *constants)       # S = grad**2
             return
         rows, grad_rows, squared_rows = grad.row_sums()
-        grad_rows = grad_rows.astype(dtype, copy=False)
-        squared_rows = squared_rows.astype(dtype, copy=False)
-        if self.variant == "textbook":
+        grad_rows = grad_rows.astype(weight.dtype, copy=False)
+        if self.variant == "keras3":
+            squared_rows = squared_rows.astype(weight.dtype, copy=False)
+        else:
             squared_rows = np.square(grad_rows)
         if self.variant == "lazy":
-            kernels.adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha,
-                                          one_minus_beta_1, one_minus_beta_2, epsilon)
-        else:
-            if self._scratch[index] is None and kernels.backend() == "numpy":
-                self._scratch[index] = (np.empty_like(weight), np.empty_like(weight))
-            kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
-                                     one_minus_beta_2, epsilon, self._scratch[index])
+            kernels.adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, *constants)
+            return
+        if self._scratch[index] is None and kernels.backend() == "numpy":
+            self._scratch[index] = (np.empty_like(weight), np.empty_like(weight))
+        kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, *constants,
+                                 self._scratch[index])
 
     def get_state(self) -> dict:
         """Everything needed to resume: the step count and both moments (copies)."""
@@ -133,7 +170,3 @@ class Adam:
         self.momentums = [np.array(m) for m in state["momentums"]]
         self.velocities = [np.array(v) for v in state["velocities"]]
         self._scratch = [None] * len(self.momentums)
-
-    def get_config(self) -> dict:
-        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon, "variant": self.variant}

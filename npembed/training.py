@@ -49,7 +49,7 @@ class TrainConfig:
     shuffle_buffer: int = 1000
     early_stopping: int = 0          # patience in epochs on val_loss; 0 = off
     steps_per_epoch: int | None = None
-    adam_variant: str = "keras"
+    adam_variant: str = "keras2"     # the tutorial's tf.keras Adam; see optimizers.py
 
     def validate(self) -> None:
         checks = [("epochs", 1), ("batch_size", 1), ("embedding_dim", 1), ("hidden_units", 0),

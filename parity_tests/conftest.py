@@ -1,4 +1,5 @@
-"""Fixtures for the Keras parity suite: TensorFlow (or a skip/failure), real subword batches.
+"""Fixtures for the Keras parity suite: TensorFlow (or a skip/failure), both Kerases, real
+subword batches, fresh and trained weights, both kernel backends.
 
 Without TensorFlow the suite is skipped with the reason, except under CI (CI=true), where a
 missing TensorFlow is a failure: CI must run these.
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import imdb, real_data_path  # noqa: E402,F401  (the shared real-data fixture)
+from conftest import imdb, kernel_backend, real_data_path  # noqa: E402,F401  (shared fixtures)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,11 +23,13 @@ def _require_tensorflow():
     try:
         import tensorflow  # noqa: F401
         import keras  # noqa: F401
+        import tf_keras  # noqa: F401
     except ImportError as err:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the parity tests, but TensorFlow is missing: {err}. "
                         "make test installs it: pip install -e '.[all]'")
-        pytest.skip(f"parity tests need TensorFlow and Keras 3 (pip install 'npembed[tensorflow]'): {err}")
+        pytest.skip(f"parity tests need TensorFlow, Keras 3 and tf_keras (pip install "
+                    f"'npembed[tensorflow]'): {err}")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,13 +39,52 @@ def tensorflow_available():
 
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):
-    """Run a test in float32 and in float64; Keras's floatx follows, since its loss and metrics
-    use floatx rather than the layers' dtype."""
-    import keras
-    previous = keras.config.floatx()
-    keras.config.set_floatx(request.param)
+    """Run a test in float32 and in float64; both Kerases' floatx follow, since their losses and
+    metrics use floatx rather than the layers' dtype."""
+    from npembed import keras_twin
+    previous = {flavor: keras_twin.set_floatx(flavor, request.param) for flavor in keras_twin.FLAVORS}
     yield request.param
-    keras.config.set_floatx(previous)
+    for flavor, floatx in previous.items():
+        keras_twin.set_floatx(flavor, floatx)
+
+
+@pytest.fixture
+def float64_keras():
+    """Both Kerases in float64 for one test."""
+    from npembed import keras_twin
+    previous = {flavor: keras_twin.set_floatx(flavor, "float64") for flavor in keras_twin.FLAVORS}
+    yield
+    for flavor, floatx in previous.items():
+        keras_twin.set_floatx(flavor, floatx)
+
+
+@pytest.fixture(params=["keras3", "tf_keras"])
+def flavor(request):
+    """The Keras to compare with: Keras 3, or the tutorial's Keras 2 (tf_keras).  npembed runs
+    the Adam variant that reproduces it (``keras_twin.ADAM_VARIANT``)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def trained_weights(imdb, real_batches):
+    """npembed's float32 weights and Adam state after the tutorial's training (10 epochs, keras2
+    Adam; about 10 s each), masked and unmasked: confident predictions, |logit| > 15 on some of the real
+    batches, and moments that are no longer zero."""
+    import npembed
+    weights = {}
+    for mask_zero in (False, True):
+        model = npembed.tutorial_model(seed=0, mask_zero=mask_zero)
+        model.compile()
+        model.fit(imdb.train.batches(10, shuffle_buffer=1000, seed=5), epochs=10, verbose=0)
+        logits = np.concatenate([model(ids)[:, 0] for ids, _ in real_batches[:20]])
+        assert np.abs(logits).max() > 15, "the trained model must be confident somewhere"
+        weights[mask_zero] = (model.get_weights(), model.optimizer.get_state())
+    return weights
+
+
+@pytest.fixture(params=["fresh", "trained"])
+def weights_kind(request):
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
-"""Adam: Keras's update rule, its squared-slices second moment, and the named variants."""
+"""Adam: the update rule, the two Kerases' second moments (keras2 and keras3), and lazy."""
 import numpy as np
 import pytest
 
 from npembed import kernels
-from npembed.optimizers import Adam
+from npembed.optimizers import Adam, adam_update
 from npembed.sparse import IndexedSlices
 
 
@@ -43,7 +43,7 @@ def test_fast_kernel_equals_reference_bit_for_bit(kernel_backend):
         for sq in (None, squared):
             ref = [a.copy() for a in state]
             fast = [a.copy() for a in state]
-            kernels.adam_update_reference(*ref, grad, sq, *args)
+            adam_update(*ref, grad, np.square(grad) if sq is None else sq, *args)
             kernels.adam_update(*fast, grad, sq, *args)
             for a, b in zip(ref, fast):
                 np.testing.assert_array_equal(a, b)
@@ -55,24 +55,44 @@ def sparse_grad():
                          indices=np.array([2, 2, 0]), dense_shape=(4, 2))
 
 
-def test_keras_variant_squares_slices_before_summing():
+def test_keras3_squares_each_slice_before_summing():
     table = np.ones((4, 2))
-    opt = Adam()
+    opt = Adam(variant="keras3")
     opt.apply_gradients([sparse_grad()], [table])
     np.testing.assert_allclose(opt.momentums[0][2], 0.1 * np.array([0.5, 0.3]))
     np.testing.assert_allclose(opt.velocities[0][2], (1 - 0.999) * np.array([0.09 + 0.04, 0.01 + 0.16]))
 
 
-def test_textbook_variant_squares_the_summed_gradient():
+def test_keras2_the_default_squares_the_summed_gradient():
     table = np.ones((4, 2))
-    opt = Adam(variant="textbook")
+    opt = Adam()
+    assert opt.variant == "keras2"
     opt.apply_gradients([sparse_grad()], [table])
+    np.testing.assert_allclose(opt.momentums[0][2], 0.1 * np.array([0.5, 0.3]))
     np.testing.assert_allclose(opt.velocities[0][2], (1 - 0.999) * np.array([0.25, 0.09]))
 
 
-def test_keras_variant_moves_rows_outside_the_batch():
+def test_keras2_on_slices_equals_adam_on_the_dense_gradient():
+    """Keras 2 sums duplicate slices first, so its Adam on IndexedSlices is dense Adam on their
+    scatter-sum, bit for bit (float64, three steps)."""
+    sparse_table, dense_table = np.ones((4, 2)), np.ones((4, 2))
+    sparse_opt, dense_opt = Adam(), Adam()
+    for _ in range(3):
+        sparse_opt.apply_gradients([sparse_grad()], [sparse_table])
+        dense_opt.apply_gradients([sparse_grad().to_dense()], [dense_table])
+    np.testing.assert_array_equal(sparse_table, dense_table)
+    np.testing.assert_array_equal(sparse_opt.velocities[0], dense_opt.velocities[0])
+
+
+@pytest.mark.parametrize("old, new", [("textbook", "keras2"), ("keras", "keras3")])
+def test_old_variant_names_are_aliases(old, new):
+    assert Adam(variant=old).variant == new
+
+
+@pytest.mark.parametrize("variant", ["keras2", "keras3"])
+def test_every_row_moves_every_step(variant):
     table = np.ones((4, 2))
-    opt = Adam()
+    opt = Adam(variant=variant)
     opt.apply_gradients([sparse_grad()], [table])
     before = table.copy()
     opt.apply_gradients([IndexedSlices(np.array([[1.0, 1.0]]), np.array([0]), (4, 2))], [table])
@@ -91,11 +111,12 @@ def test_lazy_variant_freezes_rows_outside_the_batch():
     assert np.all(table[0] != before[0])
 
 
-def test_lazy_equals_keras_on_the_first_step():
-    keras_table, lazy_table = np.ones((4, 2)), np.ones((4, 2))
-    Adam().apply_gradients([sparse_grad()], [keras_table])
+def test_lazy_equals_keras2_on_the_first_step():
+    """Before any row has a moment to decay, lazy and dense Adam take the same step."""
+    keras2_table, lazy_table = np.ones((4, 2)), np.ones((4, 2))
+    Adam().apply_gradients([sparse_grad()], [keras2_table])
     Adam(variant="lazy").apply_gradients([sparse_grad()], [lazy_table])
-    np.testing.assert_array_equal(keras_table, lazy_table)
+    np.testing.assert_array_equal(keras2_table, lazy_table)
 
 
 def test_state_round_trip_resumes_identically():
