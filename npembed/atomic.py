@@ -78,6 +78,28 @@ def _temporary_beside(path: str | os.PathLike, suffix: str = ""):
         raise
 
 
+def writable_folder(folder: str | os.PathLike, what: str = "folder") -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it, or raise
+    UnwritableError saying why: checked before any long work whose results it will hold."""
+    from npembed.errors import UnwritableError
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UnwritableError(f"{what} {folder} is a file, not a folder: choose another path") from None
+    except NotADirectoryError:
+        raise UnwritableError(f"{what} {folder} lies under a file, not a folder: choose another "
+                              "path") from None
+    except OSError as err:
+        raise UnwritableError(f"cannot create {what} {folder}: {err.strerror}") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UnwritableError(f"cannot write in {what} {folder}: {err.strerror}") from None
+    return folder
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, target: str | None = None,
                              any_writer: bool = False) -> list[Path]:
     """Remove the temporary files in ``folder`` (of ``target`` only, if given) left by killed
