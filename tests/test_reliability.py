@@ -79,6 +79,7 @@ def test_resume_refuses_other_options_and_fewer_epochs(real_run, tmp_path, capsy
     assert (real_run / "config.json").read_text() == before
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_divergence_without_a_checkpoint_says_there_is_none(imdb, tmp_path):
     with pytest.raises(errors.DivergedError, match="no epoch finished, so there is no checkpoint"):
         train(TrainConfig(epochs=1, steps_per_epoch=50, validation_steps=1, learning_rate=1e30),
