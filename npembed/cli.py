@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -15,18 +15,37 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from npembed.checkpoint import CheckpointError
-    from npembed.datasets import DataError
-    from npembed.training import RunError
+    from npembed.errors import NpembedError
     try:
+        _check_environment()
         return args.handler(args) or 0
-    except (DataError, RunError, CheckpointError) as err:
+    except NpembedError as err:
         print(f"npembed {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"\nnpembed {args.command}: interrupted. A training run resumes from its last "
               "checkpoint with `npembed train --out RUN --resume`.", file=sys.stderr)
         return 130
+    except BrokenPipeError:                 # `npembed neighbors ... | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as err:                  # a full disk, a read-only file system, ...
+        from npembed.errors import FILESYSTEM
+        where = f" {err.filename}" if err.filename else ""
+        print(f"npembed {args.command}: error: could not read or write{where}: {err.strerror or err}. "
+              "Fix the location (space, permissions) and run the command again; a training run "
+              "resumes with --resume.", file=sys.stderr)
+        return FILESYSTEM
+
+
+def _check_environment() -> None:
+    """Environment variables are options too: check them before any work."""
+    from npembed.errors import UsageError
+    from npembed.kernels import BACKENDS
+    kernels = os.environ.get("NPEMBED_KERNELS", "").strip().lower()
+    if kernels and kernels not in BACKENDS:
+        raise UsageError(f"NPEMBED_KERNELS={os.environ['NPEMBED_KERNELS']!r} is not a kernel backend: "
+                         f"use one of {', '.join(BACKENDS)}, or unset it")
 
 
 # --------------------------------------------------------------------------- commands
@@ -46,31 +65,39 @@ def cmd_prepare(args) -> None:
     print(f"ready in {time.perf_counter() - start:.1f} s")
 
 
+TRAIN_OPTIONS = ("epochs", "batch_size", "embedding_dim", "hidden_units", "mask", "learning_rate", "seed",
+                 "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant")
+
+
 def cmd_train(args) -> None:
     from npembed.training import TrainConfig, train
+    # Options left out are None here, so that --resume can tell what was asked for.
+    asked = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+    if asked.get("validation_steps") == 0:
+        asked["validation_steps"] = None                   # 0: the whole test split
     if args.resume:
-        # The run's own config.json decides; only the number of epochs may be raised.
-        config = TrainConfig(epochs=args.epochs) if args.epochs is not None else None
-        results = train(config, args.out, data=args.data, resume=True)
+        results = train(asked, args.out, data=args.data, resume=True)
         print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
         return
-    config = TrainConfig(epochs=10 if args.epochs is None else args.epochs, batch_size=args.batch_size,
-                         embedding_dim=args.embedding_dim,
-                         hidden_units=args.hidden_units, mask=args.mask, learning_rate=args.learning_rate,
-                         seed=args.seed, validation_steps=args.validation_steps or None,
-                         shuffle_buffer=args.shuffle_buffer, early_stopping=args.early_stopping,
-                         steps_per_epoch=args.steps_per_epoch, adam_variant=args.adam)
-    results = train(config, args.out, data=args.data)
+    results = train(TrainConfig(**asked), args.out, data=args.data)
     print(f"run folder: {args.out}  (history.json, loss.png, accuracy.png, vecs.tsv, meta.tsv, "
           f"projector_config.pbtxt, checkpoint.npz)")
     print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
 
 
-def cmd_evaluate(args) -> None:
+def _run_data(args, run_encoder):
+    """The data for a command on a run, refused unless it has the run's vocabulary."""
     from npembed.datasets import load_imdb_subwords8k
+    from npembed.runfolder import check_vocabulary, vocabulary_checksum
+    data = load_imdb_subwords8k(args.data, progress=False)
+    check_vocabulary(args.run, vocabulary_checksum(run_encoder.subwords), data.encoder, data.source.describe())
+    return data
+
+
+def cmd_evaluate(args) -> None:
     from npembed.training import load_run
-    model, config, _ = load_run(args.run)
-    data = load_imdb_subwords8k(args.data)
+    model, config, encoder = load_run(args.run)
+    data = _run_data(args, encoder)
     batch_size = args.batch_size or config.batch_size
     result = model.evaluate(data.split(args.split).batches(batch_size, shuffle_buffer=None))
     print(f"{args.split} ({len(data.split(args.split)):,} reviews, batch {batch_size}, "
@@ -81,14 +108,45 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     from npembed.losses import sigmoid
     from npembed.training import load_run
+    texts = _review_texts(args)
     model, _, encoder = load_run(args.run)
+    for label, text in texts:
+        logit = float(model(np.array([encoder.encode(text)]))[0, 0])
+        print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {label}")
+
+
+def _review_texts(args) -> list[tuple[str, str]]:
+    """(label to print, text) of each review: TEXT arguments, '-' for stdin, --file PATH."""
+    from npembed.errors import UsageError
+    reviews = []
     for text in args.texts:
-        ids = encoder.encode(text)
-        if not ids:
-            print(f"{'':>8}  (empty text: nothing to predict)")
-            continue
-        logit = float(model(np.array([ids]))[0, 0])
-        print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {text!r}")
+        if text == "-":
+            reviews.append(("<stdin>", _decode(sys.stdin.buffer.read(), "standard input")))
+        else:                               # undo Python's surrogateescape of non-UTF-8 argv bytes
+            reviews.append((None, _decode(os.fsencode(text), f"argument {text!r}")))
+    for path in args.file or []:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise UsageError(f"cannot read --file {path}: {err.strerror}") from None
+        reviews.append((path, _decode(data, f"--file {path}")))
+    if not reviews:
+        raise UsageError("nothing to predict: give review TEXTs, '-' to read one from standard "
+                         "input, or --file PATH")
+    for label, text in reviews:
+        if not text.strip():
+            raise UsageError(f"{'a TEXT argument' if label is None else label} is empty or only "
+                             "whitespace: there is nothing to predict")
+    return [(label or repr(text if len(text) <= 80 else text[:77] + "..."), text) for label, text in reviews]
+
+
+def _decode(data: bytes, what: str) -> str:
+    from npembed.errors import UsageError
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{what} is not valid UTF-8 (byte {data[err.start]:#04x} at offset "
+                         f"{err.start}): pass text in UTF-8") from None
 
 
 def cmd_neighbors(args) -> int:
@@ -115,24 +173,31 @@ def cmd_neighbors(args) -> int:
             return 2
         print(f"{word!r} is not one subword: it splits into {pieces}; using the mean of their vectors")
         query = table[ids].mean(axis=0)
-    for index, similarity in nearest_neighbors(table, query, k=args.k):
+    candidates = len(subwords) - (1 if np.ndim(query) == 0 else 0)
+    if args.k > candidates:
+        print(f"(-k {args.k} is more than the {candidates} other subwords: listing all of them)")
+    for index, similarity in nearest_neighbors(table, query, k=min(args.k, candidates),
+                                               exclude=(0, *range(len(subwords) + 1, table.shape[0]))):
         print(f"{similarity:7.4f}  {encoder.id_to_piece(index)!r}")
 
 
 def cmd_plot_embeddings(args) -> None:
-    from npembed.datasets import load_imdb_subwords8k
-    from npembed.plots import plot_embedding_map
+    from npembed.plots import check_figure_path, plot_embedding_map
     from npembed.training import load_run
+    out = Path(args.out) if args.out else Path(args.run) / "embedding_map.png"
+    check_figure_path(out)
     model, _, encoder = load_run(args.run)
-    data = load_imdb_subwords8k(args.data, progress=False)
+    data = _run_data(args, encoder)
     counts = np.bincount(data.train.ids, minlength=encoder.vocab_size)
     counts[0] = 0
     counts[len(encoder.subwords) + 1:] = 0            # byte tokens
-    rows = np.argsort(-counts)[:args.top]
+    top = min(args.top, int(np.count_nonzero(counts)))
+    if top < args.top:
+        print(f"(--top {args.top}: only {top} subwords occur in the train split; plotting those)")
+    rows = np.argsort(-counts, kind="stable")[:top]
     labels = [encoder.id_to_piece(int(r)) for r in rows]
-    out = args.out or Path(args.run) / "embedding_map.png"
     plot_embedding_map(model.weights[0], labels, rows, out,
-                       title=f"{args.top} most frequent subwords, first two principal components")
+                       title=f"{top} most frequent subwords, first two principal components")
     print(f"wrote {out}")
 
 
@@ -142,7 +207,26 @@ def cmd_grads(args) -> None:
 
 
 # --------------------------------------------------------------------------- arguments
+def at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = at_least(1)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from npembed.config import TrainConfig
+    from npembed.optimizers import Adam
     parser = argparse.ArgumentParser(prog="npembed", description=(
         "The TensorFlow word-embeddings tutorial, by hand in NumPy. Data: --data PATH or "
         "NPEMBED_DATA (an aclImdb .tar.gz, an extracted aclImdb/ folder, or 'tfds')."))
@@ -166,44 +250,51 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", default="runs/tutorial", help="run folder (default runs/tutorial)")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last "
                      "checkpoint, with the options it was started with (only --epochs may be raised)")
-    sub.add_argument("--epochs", type=int, default=None, help="default 10")
-    sub.add_argument("--batch-size", type=int, default=10)
-    sub.add_argument("--embedding-dim", type=int, default=16)
-    sub.add_argument("--hidden-units", type=int, default=16, help="0 removes the Dense(16, relu) layer")
-    sub.add_argument("--mask", action="store_true", help="Embedding(mask_zero=True): average over real tokens only")
-    sub.add_argument("--learning-rate", type=float, default=0.001)
-    sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--validation-steps", type=int, default=20, help="0 validates on the whole test split")
-    sub.add_argument("--shuffle-buffer", type=int, default=1000)
-    sub.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
+    # No defaults here (None = not given, so that --resume can refuse a changed option): a new
+    # run takes TrainConfig's, which are the tutorial's.
+    defaults = TrainConfig()
+    sub.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
+    sub.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    sub.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
+    sub.add_argument("--hidden-units", type=int, help=f"default {defaults.hidden_units}; 0 removes "
+                     "the Dense(16, relu) layer")
+    sub.add_argument("--mask", action="store_true", default=None,
+                     help="Embedding(mask_zero=True): average over real tokens only")
+    sub.add_argument("--learning-rate", type=float, help=f"default {defaults.learning_rate}")
+    sub.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+    sub.add_argument("--validation-steps", type=int, help=f"default {defaults.validation_steps}; 0 "
+                     "validates on the whole test split")
+    sub.add_argument("--shuffle-buffer", type=int, help=f"default {defaults.shuffle_buffer}")
+    sub.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                      help="stop after PATIENCE epochs without a better val_loss and restore the best epoch")
-    sub.add_argument("--steps-per-epoch", type=int, default=None, help="cut epochs short (quick runs)")
-    from npembed.optimizers import Adam
-    sub.add_argument("--adam", choices=[*Adam.VARIANTS, *Adam.ALIASES], default="keras2",
+    sub.add_argument("--steps-per-epoch", type=int, help="cut epochs short (quick runs)")
+    sub.add_argument("--adam", dest="adam_variant", choices=[*Adam.VARIANTS, *Adam.ALIASES],
                      metavar="{" + ",".join(Adam.VARIANTS) + "}",
-                     help="keras2: the tutorial's tf.keras Adam (the default, textbook Adam); keras3: "
-                          "Keras 3's, which squares each embedding slice; lazy: updates only the "
-                          "looked-up rows (see npembed/optimizers.py)")
+                     help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "
+                          "Adam); keras3: Keras 3's, which squares each embedding slice before "
+                          "summing; lazy: updates only the looked-up rows (npembed/optimizers.py)")
 
     sub = command("evaluate", cmd_evaluate, "evaluate a run's final weights on a whole split")
     data_option(sub)
     sub.add_argument("--run", default="runs/tutorial")
     sub.add_argument("--split", default="test", choices=["train", "test"])
-    sub.add_argument("--batch-size", type=int, default=None, help="default: the run's (see docs/data.md)")
+    sub.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's (see docs/data.md)")
 
     sub = command("predict", cmd_predict, "probability that each review text is positive")
-    sub.add_argument("texts", nargs="+", metavar="TEXT")
+    sub.add_argument("texts", nargs="*", metavar="TEXT", help="a review; '-' reads one from standard input")
+    sub.add_argument("--file", action="append", metavar="PATH", help="a review in a UTF-8 text file "
+                     "(repeatable; for reviews too long for the command line)")
     sub.add_argument("--run", default="runs/tutorial")
 
     sub = command("neighbors", cmd_neighbors, "nearest subwords to WORD by cosine similarity")
     sub.add_argument("word", metavar="WORD")
     sub.add_argument("--run", default="runs/tutorial")
-    sub.add_argument("-k", type=int, default=10)
+    sub.add_argument("-k", type=positive_int, default=10, help="how many neighbours (default 10)")
 
     sub = command("plot-embeddings", cmd_plot_embeddings, "2-D PCA map of the most frequent subwords (PNG)")
     data_option(sub)
     sub.add_argument("--run", default="runs/tutorial")
-    sub.add_argument("--top", type=int, default=300)
+    sub.add_argument("--top", type=at_least(2), default=300, help="how many subwords (at least 2; default 300)")
     sub.add_argument("--out", help="default RUN/embedding_map.png")
 
     sub = command("grads", cmd_grads, "print the gradients of one review or batch, checked by finite "
@@ -211,13 +302,13 @@ def _parser() -> argparse.ArgumentParser:
     data_option(sub)
     source = sub.add_mutually_exclusive_group()
     source.add_argument("--text", help="a review, as text")
-    source.add_argument("--index", type=int, help="a review of the data set, by index in --split")
-    source.add_argument("--batch", type=int, help="batch N of the tutorial's first epoch (seed 0)")
+    source.add_argument("--index", type=at_least(0), help="a review of the data set, by index in --split")
+    source.add_argument("--batch", type=at_least(0), help="batch N of the tutorial's first epoch (seed 0)")
     sub.add_argument("--split", default="train", choices=["train", "test"])
     sub.add_argument("--label", type=int, choices=[0, 1], help="label for --text (default 1)")
     sub.add_argument("--run", help="use a run's trained weights (default: a fresh model, seed 0)")
     sub.add_argument("--mask", action="store_true", help="fresh model with mask_zero=True")
-    sub.add_argument("--rows", type=int, default=12, help="embedding rows to list")
+    sub.add_argument("--rows", type=positive_int, default=12, help="embedding rows to list")
     sub.add_argument("--no-keras", action="store_true", help="skip the Keras comparison")
     return parser
 

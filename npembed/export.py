@@ -50,14 +50,17 @@ def nearest_neighbors(table: np.ndarray, row: int | np.ndarray, k: int = 10,
                       exclude: tuple[int, ...] = (0,)) -> list[tuple[int, float]]:
     """The ``k`` rows most cosine-similar to ``row`` (an index, or a query vector).
 
-    Returns ``[(row index, cosine similarity), ...]`` best first; the query row and the
-    ``exclude`` rows (padding by default) are left out.
+    Returns ``[(row index, cosine similarity), ...]`` best first, at most ``k`` (fewer when the
+    table has fewer rows left); the query row and the ``exclude`` rows (padding by default) are
+    left out.
     """
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     norms = np.linalg.norm(table, axis=1)
     norms[norms == 0] = 1.0
     query = table[row] if np.isscalar(row) or np.ndim(row) == 0 else np.asarray(row, dtype=table.dtype)
     similarity = table @ query / (norms * (np.linalg.norm(query) or 1.0))
     banned = list(exclude) + ([int(row)] if np.ndim(row) == 0 else [])
     similarity[banned] = -np.inf
-    best = np.argsort(-similarity)[:k]
-    return [(int(i), float(similarity[i])) for i in best]
+    best = np.argsort(-similarity, kind="stable")[:k]
+    return [(int(i), float(similarity[i])) for i in best if similarity[i] != -np.inf]

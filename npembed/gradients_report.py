@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import npembed
+from npembed.errors import UsageError
 from npembed.gradcheck import numerical_gradient, rel_error
 
 
@@ -25,22 +26,25 @@ def _inputs(args):
             encoder = load_imdb_subwords8k(args.data, progress=False).encoder
         ids = np.array([encoder.encode(args.text)])
         if ids.size == 0:
-            raise SystemExit("npembed grads: the text encodes to no subwords")
+            raise UsageError("the text encodes to no subwords")
         label = 1 if args.label is None else args.label
         return model, ids, np.array([label]), encoder, f"the text {args.text[:60]!r} (label {label})"
     from npembed.datasets import load_imdb_subwords8k
     data = load_imdb_subwords8k(args.data, progress=False)
+    if encoder is not None:
+        from npembed.runfolder import check_vocabulary, vocabulary_checksum
+        check_vocabulary(args.run, vocabulary_checksum(encoder.subwords), data.encoder, data.source.describe())
     encoder = encoder or data.encoder
     split = data.split(args.split)
     if args.batch is not None:
         batches = split.batches(10, 1000, seed=0)
         if not 0 <= args.batch < len(batches):
-            raise SystemExit(f"npembed grads: --batch must be in 0..{len(batches) - 1}")
+            raise UsageError(f"--batch must be in 0..{len(batches) - 1}")
         ids, labels = next(batches.for_epoch(0, start_step=args.batch))
         return model, ids, labels, encoder, f"batch {args.batch} of the tutorial's first epoch ({args.split})"
     index = 0 if args.index is None else args.index
     if not 0 <= index < len(split):
-        raise SystemExit(f"npembed grads: --index must be in 0..{len(split) - 1}")
+        raise UsageError(f"--index must be in 0..{len(split) - 1}")
     return (model, split.review(index)[None, :].astype(np.int64), split.labels[[index]], encoder,
             f"{args.split} review {index} ({split.keys[index]}, label {split.labels[index]})")
 

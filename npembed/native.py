@@ -5,8 +5,9 @@ The C source ships with the package.  The first process that needs it compiles i
 machine's C compiler (``$CC``, else the one Python was built with) and the Python headers, into
 ``<cache>/native/<key>/`` (``$NPEMBED_CACHE``, else ``~/.cache/npembed``); the key hashes the
 source, the compiler, the flags, the Python version and the CPU, so a change to any of them
-builds afresh.  The build lands atomically (compiled beside, then renamed), so an interrupted
-or concurrent build never leaves a half-written module.  Without a compiler ``kernels.py``
+builds afresh.  The build lands atomically (compiled beside, then renamed) under the build
+folder's lock, and its sha256 is recorded beside it: a module that no longer matches (truncated,
+bit-flipped) is rebuilt before it is loaded, never loaded.  Without a compiler ``kernels.py``
 falls back to NumPy and says why.
 
 Importing this module compiles nothing; :func:`load` does (about a second, once).
@@ -27,6 +28,9 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
+from npembed.atomic import atomic_write_text
+from npembed.locks import locked_folder
 
 SOURCE = Path(__file__).with_name("native.c")
 MODULE_NAME = "_npembed_native"
@@ -101,8 +105,11 @@ def _build_and_import():
     compiler = _compiler()
     target_dir = default_cache_dir() / "native" / _build_key(compiler)
     target = target_dir / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))
-    if not target.exists():
-        _compile(compiler, target)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with locked_folder(target_dir, wait=True, what="native build folder"):
+        if not _intact(target):
+            _compile(compiler, target)
+            atomic_write_text(_checksum_file(target), _sha256(target) + "\n")
     loader = importlib.machinery.ExtensionFileLoader(MODULE_NAME, str(target))
     spec = importlib.util.spec_from_file_location(MODULE_NAME, target, loader=loader)
     module = importlib.util.module_from_spec(spec)
@@ -111,6 +118,23 @@ def _build_and_import():
     except ImportError as err:
         raise BuildError(f"could not load the compiled kernels {target}: {err}") from err
     return module
+
+
+def _checksum_file(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _intact(target: Path) -> bool:
+    """The cached module exists and has the checksum recorded when it was built: loading a
+    damaged shared object would crash the process (SIGSEGV), with no message to act on."""
+    try:
+        return _checksum_file(target).read_text().strip() == _sha256(target)
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _compile(compiler: list[str], target: Path) -> None:

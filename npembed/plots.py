@@ -18,6 +18,26 @@ def _pyplot():
     return plt
 
 
+def check_figure_path(path: str | os.PathLike) -> None:
+    """Refuse, before any work, a figure path matplotlib cannot write: a folder, an unknown
+    extension, or a place that cannot be written."""
+    from pathlib import Path
+
+    from npembed.atomic import writable_folder
+    from npembed.errors import UsageError
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: give a file name such as {path / 'embedding_map.png'}")
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = path.suffix.lstrip(".").lower()
+    if extension not in formats:
+        raise UsageError(f"{path}: {'no' if not extension else 'unknown'} image format "
+                         f"{extension!r}; use one of {', '.join(sorted(formats))}")
+    writable_folder(path.parent, "folder for the figure")
+
+
 def plot_history(history: dict[str, list[float]], metric: str, path: str | os.PathLike) -> None:
     """Training and validation ``metric`` per epoch, as the tutorial plots them."""
     plt = _pyplot()

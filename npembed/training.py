@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    config.json                 the options of the run
+    config.json                 the options of the run, and its vocabulary's checksum
+    vocab.subwords              the vocabulary (see runfolder.py: what is locked and checked)
     checkpoint.npz              weights, Adam state, epoch, history (atomic, every epoch)
     history.json, history.csv   per-epoch loss, accuracy, val_loss, val_accuracy
     results.json                full-test-set evaluation, timings
@@ -12,7 +13,6 @@ A run folder holds::
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -21,89 +21,61 @@ from pathlib import Path
 
 import numpy as np
 
-import npembed
 from npembed.atomic import atomic_write_text
-from npembed.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from npembed.checkpoint import check_arrays, load_checkpoint, save_checkpoint
+from npembed.config import TrainConfig, build_model
+from npembed.errors import DivergedError, RunFolderError, UsageError
 from npembed.model import Callback, History, NonFiniteLossError
+from npembed.runfolder import (CHECKPOINT, CONFIG, WEIGHTS, check_vocabulary, load_run, read_config,
+                               training_lock, write_run_start)
 
-CHECKPOINT = "checkpoint.npz"
-CONFIG = "config.json"
+RunError = RunFolderError            # the name this module used to have for it
 
-
-class RunError(ValueError):
-    """A bad option or run folder."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """The tutorial's settings by default."""
-
-    epochs: int = 10
-    batch_size: int = 10
-    embedding_dim: int = 16
-    hidden_units: int = 16
-    mask: bool = False
-    learning_rate: float = 0.001
-    seed: int = 0
-    validation_steps: int | None = 20
-    shuffle_buffer: int = 1000
-    early_stopping: int = 0          # patience in epochs on val_loss; 0 = off
-    steps_per_epoch: int | None = None
-    adam_variant: str = "keras2"     # the tutorial's tf.keras Adam; see optimizers.py
-
-    def validate(self) -> None:
-        checks = [("epochs", 1), ("batch_size", 1), ("embedding_dim", 1), ("hidden_units", 0),
-                  ("shuffle_buffer", 0), ("early_stopping", 0)]
-        for name, low in checks:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
-                raise RunError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
-        for name in ("validation_steps", "steps_per_epoch"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise RunError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not self.learning_rate > 0:
-            raise RunError(f"--learning-rate must be positive, got {self.learning_rate!r}")
+__all__ = ["TrainConfig", "train", "load_run", "build_model", "RunError", "EarlyStopping"]
 
 
-def build_model(config: TrainConfig, vocab_size: int) -> npembed.Sequential:
-    model = npembed.tutorial_model(vocab_size=vocab_size, embedding_dim=config.embedding_dim,
-                                   hidden_units=config.hidden_units, mask_zero=config.mask, seed=config.seed)
-    model.compile(optimizer=npembed.optimizers.Adam(learning_rate=config.learning_rate, variant=config.adam_variant),
-                  loss=npembed.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model
-
-
-def prepare_run_folder(out: Path, config: TrainConfig | None, resume: bool) -> TrainConfig:
-    """Check the run folder; on resume, return its saved config (epochs may be raised)."""
-    if resume:
-        if not (out / CONFIG).is_file():
-            raise RunError(f"{out} is not an npembed run folder (no {CONFIG}); start a run with "
-                           f"`npembed train --out {out}` first")
-        saved = TrainConfig(**json.loads((out / CONFIG).read_text()))
-        if config is not None and config.epochs != saved.epochs:
-            saved.epochs = config.epochs
-        return saved
-    if out.exists() and any(out.iterdir()):
-        if (out / CONFIG).is_file():
-            raise RunError(f"{out} already holds a run: pass --resume to continue it, or choose "
-                           "another --out")
-        raise RunError(f"{out} exists and is not empty, and is not an npembed run folder: choose "
-                       "another --out")
-    return config
-
-
-def train(config: TrainConfig, out: str | os.PathLike, data=None, resume: bool = False,
+def train(config: TrainConfig | dict | None, out: str | os.PathLike, data=None, resume: bool = False,
           progress: bool = True, extra_callbacks=()) -> dict:
-    """Run (or resume) a training run in folder ``out``; returns the results dict."""
+    """Run (or resume) a training run in folder ``out``; returns the results dict.
+
+    A new run needs ``config``.  On ``resume`` the run's own config.json decides; ``config`` may
+    then say which options the caller asked for (a dict of some options, or a whole
+    TrainConfig): ``epochs`` may differ (not below the epochs done), any other difference is
+    refused rather than silently ignored.  The run folder is locked for the whole call.
+    """
     from npembed.datasets import load_imdb_subwords8k
     out = Path(out)
-    config = prepare_run_folder(out, config, resume)
-    config.validate()
-    dataset = data if hasattr(data, "encoder") else load_imdb_subwords8k(data, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG, json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    if isinstance(config, dict):
+        config = config if resume else TrainConfig(**config)
+    if not resume:
+        if config is None:
+            raise UsageError("a new run needs a TrainConfig")
+        config.validate()
+    with training_lock(out, resume):
+        if resume:
+            saved, recorded = read_config(out)
+            asked = config.to_json() if isinstance(config, TrainConfig) else dict(config or {})
+            config = _resumed_config(saved, asked, out)
+        dataset = data if hasattr(data, "encoder") else load_imdb_subwords8k(data, progress=progress)
+        if resume:
+            check_vocabulary(out, recorded.get("vocab_sha256"), dataset.encoder, "this data")
+        return _train_locked(config, out, dataset, resume, progress, extra_callbacks)
 
+
+def _resumed_config(saved: TrainConfig, asked: dict, out: Path) -> TrainConfig:
+    differ = [f"--{key.replace('_', '-')} {value!r} (the run has {getattr(saved, key)!r})"
+              for key, value in asked.items() if key != "epochs" and getattr(saved, key, value) != value]
+    if differ:
+        raise UsageError(f"--resume continues run {out} with its own options; these differ: "
+                         f"{'; '.join(differ)}. Only --epochs may change; start a new run in another "
+                         "--out for other options")
+    if asked.get("epochs") is not None:
+        saved.epochs = asked["epochs"]
+        saved.validate()
+    return saved
+
+
+def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progress: bool, extra_callbacks) -> dict:
     model = build_model(config, dataset.encoder.vocab_size)
     history = History()
     early = EarlyStopping(config.early_stopping) if config.early_stopping else None
@@ -111,12 +83,24 @@ def train(config: TrainConfig, out: str | os.PathLike, data=None, resume: bool =
     if resume and (out / CHECKPOINT).is_file():
         state, extra = load_checkpoint(out / CHECKPOINT, model)
         initial_epoch = state["epoch"]
+        if config.epochs < initial_epoch:
+            raise UsageError(f"--epochs {config.epochs} is fewer than the {initial_epoch} epochs run "
+                             f"{out} has done: pass --epochs {initial_epoch} or more")
         history.history, history.epoch = state["history"], list(range(initial_epoch))
         if early:
-            early.restore(state.get("early_stopping"), extra)
+            early.restore(state.get("early_stopping"), extra, model, out / CHECKPOINT)
         if state.get("stopped_early"):
+            _say(progress, f"{out} stopped early after epoch {initial_epoch}: nothing left to train; "
+                           "finishing the run")
             initial_epoch = config.epochs
-        _say(progress, f"resuming {out} at epoch {initial_epoch + 1} of {config.epochs}")
+        elif initial_epoch == config.epochs:
+            _say(progress, f"{out} has run all its {config.epochs} epochs: finishing the run")
+        else:
+            _say(progress, f"resuming {out} at epoch {initial_epoch + 1} of {config.epochs}")
+    elif resume:
+        _say(progress, f"{out} has no checkpoint yet (no epoch finished): starting at epoch 1")
+    if not resume or _saved_epochs(out) != config.epochs:
+        write_run_start(out, config, dataset.encoder)
 
     train_batches = dataset.train.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
     val_batches = dataset.test.batches(config.batch_size, config.shuffle_buffer, seed=config.seed + 1)
@@ -130,13 +114,25 @@ def train(config: TrainConfig, out: str | os.PathLike, data=None, resume: bool =
                   validation_steps=config.validation_steps, steps_per_epoch=config.steps_per_epoch,
                   callbacks=callbacks, initial_epoch=initial_epoch, verbose=0, history=history)
     except NonFiniteLossError as err:
-        raise RunError(f"training diverged: {err} The last good checkpoint is kept in {out / CHECKPOINT}.") from err
+        if (out / CHECKPOINT).is_file():
+            kept = f"the checkpoint of the last good epoch is kept in {out / CHECKPOINT}"
+        else:
+            kept = "no epoch finished, so there is no checkpoint"
+        raise DivergedError(f"training diverged: {err} {kept}. Start a new run (another --out) "
+                            "with a lower --learning-rate.") from err
     train_seconds = time.perf_counter() - start
     if early and early.best_weights is not None:
         model.set_weights(early.best_weights)
         _say(progress, f"early stopping: restored the weights of epoch {early.best_epoch + 1} "
                        f"(val_loss {early.best:.4f})")
     return finish_run(out, model, dataset, config, history.history, train_seconds, progress)
+
+
+def _saved_epochs(out: Path) -> int | None:
+    try:
+        return json.loads((out / CONFIG).read_text())["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, train_seconds: float,
@@ -162,7 +158,6 @@ def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, tr
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     write_projector_files(out, model.weights[0], dataset.encoder.subwords)
     save_final_weights(out, model)
-    dataset.encoder.save_to_file(out / "vocab")
     try:
         from npembed.plots import plot_history
         plot_history(history, "loss", out / "loss.png")
@@ -172,31 +167,10 @@ def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, tr
     return results
 
 
-WEIGHTS = "weights.npz"
-
-
 def save_final_weights(out: Path, model) -> None:
     """The weights the run ends with (the best epoch's under early stopping), Keras order."""
     from npembed.atomic import atomic_save_npz
     atomic_save_npz(out / WEIGHTS, **{name.replace("/", "__"): w for name, w in zip(model.weight_names, model.weights)})
-
-
-def load_run(run: str | os.PathLike):
-    """(model, config, encoder) of a finished run folder, for evaluate/predict/neighbors/grads."""
-    from npembed.datasets import SubwordEncoder
-    run = Path(run)
-    if not (run / CONFIG).is_file():
-        raise RunError(f"{run} is not an npembed run folder (no {CONFIG}); train one with "
-                       "`npembed train --out RUN`")
-    config = TrainConfig(**json.loads((run / CONFIG).read_text()))
-    if not (run / WEIGHTS).is_file():
-        raise RunError(f"run {run} has not finished (no {WEIGHTS}); resume it with "
-                       f"`npembed train --out {run} --resume`")
-    encoder = SubwordEncoder.load_from_file(run / "vocab.subwords")
-    model = build_model(config, encoder.vocab_size)
-    with np.load(run / WEIGHTS) as data:
-        model.set_weights([data[name.replace("/", "__")] for name in model.weight_names])
-    return model, config, encoder
 
 
 class EarlyStopping(Callback):
@@ -222,12 +196,17 @@ class EarlyStopping(Callback):
         arrays = {f"best_{i}": w for i, w in enumerate(self.best_weights or [])}
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}, arrays
 
-    def restore(self, state: dict | None, arrays: dict) -> None:
+    def restore(self, state: dict | None, arrays: dict, model, path) -> None:
+        """Take back :meth:`state` from a checkpoint at ``path`` (checked against ``model``)."""
         if not state:
             return
-        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
-        count = len([k for k in arrays if k.startswith("best_")])
-        self.best_weights = [arrays[f"best_{i}"] for i in range(count)] or None
+        try:
+            self.best, self.best_epoch, self.wait = float(state["best"]), int(state["best_epoch"]), int(state["wait"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunFolderError(f"{path}: its early-stopping record is damaged ({err})") from err
+        if any(key.startswith("best_") for key in arrays):
+            keys = [f"best_{i}" for i in range(len(model.weights))]
+            self.best_weights = check_arrays(path, arrays, keys, model.weights, "best weight")
 
 
 class _Checkpointer(Callback):

@@ -85,7 +85,7 @@ def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(imdb, finished_run
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(imdb, tmp_path):
     out = tmp_path / "diverged"
-    with pytest.raises(RunError, match="training diverged: the loss is nan.*last good checkpoint"):
+    with pytest.raises(RunError, match="training diverged: the loss is nan.*checkpoint of the last good epoch"):
         train(TrainConfig(**QUICK), out, data=imdb, progress=False, extra_callbacks=[PoisonAt(1, 10)])
     state = np.load(out / "checkpoint.npz")
     assert np.all(np.isfinite(state["weight_1"]))
@@ -117,11 +117,12 @@ def test_early_stopping_restores_the_best_epoch(imdb, tmp_path):
 def test_cli_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("NPEMBED_DATA", raising=False)
     assert cli.main(["train", "--out", str(tmp_path / "r"), "--epochs", "0", "--data", "x"]) == 2
-    assert cli.main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "missing.tar.gz")]) == 2
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "missing.tar.gz")]) == 3
+    assert not (tmp_path / "r").exists(), "a start that failed leaves no folder behind"
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file").write_text("x")
-    assert cli.main(["train", "--out", str(tmp_path / "junk"), "--resume"]) == 2
-    assert cli.main(["predict", "--run", str(tmp_path / "junk"), "great"]) == 2
+    assert cli.main(["train", "--out", str(tmp_path / "junk"), "--resume"]) == 4
+    assert cli.main(["predict", "--run", str(tmp_path / "junk"), "great"]) == 4
     err = capsys.readouterr().err
     assert "--epochs must be an integer >= 1, got 0" in err
     assert "does not exist" in err
@@ -129,7 +130,7 @@ def test_cli_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_refuses_to_overwrite_a_run(finished_run, capsys):
-    assert cli.main(["train", "--out", str(finished_run)]) == 2
+    assert cli.main(["train", "--out", str(finished_run)]) == 4
     assert "already holds a run: pass --resume" in capsys.readouterr().err
 
 

@@ -6,7 +6,8 @@ Layout: ``<cache_dir>/imdb_subwords8k/<input sha256[:16]>-v<FORMAT>/`` holding
     train.npz, test.npz     ids, offsets, labels, keys of each split
     <file>.sha256           the sha256 of each file above, written after it
 
-Every file is written atomically; a file counts as present only when its ``.sha256`` exists and
+A process that builds the folder holds its lock (locks.py) meanwhile; a second one waits, then
+finds it built.  Every file is written atomically; a file counts as present only when its ``.sha256`` exists and
 matches, so a cache cut short or corrupted is detected on load and rebuilt, never half-used.
 A change of input changes the folder (the input's sha256 is in its name), and so does a change
 of the encoding code (FORMAT).
@@ -41,6 +42,14 @@ class Cache:
     def __init__(self, cache_dir: str | os.PathLike | None, input_id: str):
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.folder = root / "imdb_subwords8k" / f"{input_id[:16]}-v{FORMAT}"
+
+    def locked(self, on_wait=None):
+        """Hold the cache folder's lock (waiting for another writer) while building it; the
+        folder is created, and proven writable, first: before minutes of work, not after."""
+        from npembed.atomic import writable_folder
+        from npembed.locks import locked_folder
+        writable_folder(self.folder, "cache folder ($NPEMBED_CACHE or --cache-dir)")
+        return locked_folder(self.folder, wait=True, what="cache folder", on_wait=on_wait)
 
     def path(self, name: str) -> Path:
         return self.folder / name

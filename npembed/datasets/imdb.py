@@ -70,6 +70,10 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
         vocab_path = Path(vocab).expanduser()
         if not vocab_path.is_file():
             raise DataError(f"vocabulary file {vocab_path} does not exist")
+        if vocab_path.suffix != ".subwords":
+            raise DataError(f"--vocab {vocab_path}: a vocabulary file in tfds's format ends in "
+                            "'.subwords'; rename it")
+        vocab = vocab_path
         input_id = hashlib.sha256((input_id + hashlib.sha256(vocab_path.read_bytes()).hexdigest()).encode()).hexdigest()
     cache = Cache(cache_dir, input_id)
     cached = {name: cache.load_split(name) for name in SPLITS}
@@ -77,13 +81,28 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
         encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
         return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
 
+    with cache.locked(on_wait=lambda holder: say(f"waiting for {holder}, which is writing the cache")):
+        return _build(source, cache, vocab, say, workers)
+
+
+def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter",
+           workers: int | None) -> ImdbSubwords8k:
+    """Build what the cache lacks (under the cache's lock: another process may have just
+    built it, so look again first)."""
+    cached = {name: cache.load_split(name) for name in SPLITS}
+    if cache.is_valid(VOCAB_FILE) and all(cached.values()):
+        encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
+        return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
     say(f"reading reviews from {source.describe()}")
     reviews = read_reviews(source)
     if cache.is_valid(VOCAB_FILE):
         encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
     else:
         if vocab is not None:
-            encoder = SubwordEncoder.load_from_file(vocab)
+            try:
+                encoder = SubwordEncoder.load_from_file(vocab)
+            except (UnicodeDecodeError, ValueError, IndexError) as err:
+                raise DataError(f"--vocab {vocab} is not a readable vocabulary: {err}") from err
         else:
             say(f"building the subwords8k vocabulary from {len(reviews['train']):,} train reviews "
                 "(tfds's build_from_corpus, target 2**13; a few minutes, once)")

@@ -18,6 +18,8 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+from npembed.errors import DATA, NpembedError
+
 SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
 ENV_VAR = "NPEMBED_DATA"
@@ -25,8 +27,10 @@ TFDS_NAME = "tfds"
 _MEMBER_RE = re.compile(r"^(?:\./)?(aclImdb/(train|test)/(neg|pos)/[^/]+\.txt)$")
 
 
-class DataError(ValueError):
+class DataError(NpembedError, ValueError):
     """The data source is missing, unreadable or not in the aclImdb layout."""
+
+    exit_code = DATA
 
 
 @dataclasses.dataclass(frozen=True)

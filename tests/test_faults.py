@@ -1,0 +1,153 @@
+"""The fault suite: real `npembed train` processes killed with SIGKILL at random points, and two
+trainers racing for one run folder.  After every kill: nothing in the run folder is corrupt, no
+process of the killed one is left, and `--resume` ends bit-identical to a run never interrupted.
+
+Seeded and bounded (a few trials, a few kills each, epochs of 20 steps on a small synthetic
+archive), so that it takes well under a minute on two cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faultdata import synthetic_archive
+from npembed.checkpoint import read_npz
+
+TRIALS, KILLS_PER_TRIAL, SEED = 4, 3, 20240611
+OPTIONS = ["--epochs", "3", "--steps-per-epoch", "20", "--validation-steps", "2", "--batch-size", "10"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    archive = synthetic_archive(folder / "synthetic.tar.gz")
+    environment = {**os.environ, "NPEMBED_DATA": str(archive), "NPEMBED_CACHE": str(folder / "cache"),
+                   "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "npembed.cli", "prepare"], env=environment, check=True,
+                   capture_output=True)
+    return environment
+
+
+def start(env, *args) -> subprocess.Popen:
+    # A session of its own, so that "no process left" can be checked by its process group.
+    return subprocess.Popen([sys.executable, "-m", "npembed.cli", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+def processes_in_group(group: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def assert_nothing_corrupt(out: Path) -> None:
+    """Every file present reads back whole (atomic writes: old or new, never half)."""
+    if (out / "config.json").exists():
+        json.loads((out / "config.json").read_text())
+    for name in ("checkpoint.npz", "weights.npz"):
+        if (out / name).exists():
+            read_npz(out / name)
+
+
+def weights_and_history(out: Path):
+    with np.load(out / "weights.npz") as data:
+        weights = {key: data[key] for key in data.files}
+    return weights, json.loads((out / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "run"
+    begin = time.perf_counter()
+    code, err = finish(start(env, "train", "--out", str(out), *OPTIONS))
+    assert code == 0, err
+    return out, time.perf_counter() - begin
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and flock are POSIX")
+def test_kills_at_random_points_lose_nothing_and_resume_bit_identical(env, reference, tmp_path):
+    ref, duration = reference
+    rng = np.random.default_rng(SEED)
+    for trial in range(TRIALS):
+        out = tmp_path / f"trial{trial}"
+        for _ in range(KILLS_PER_TRIAL):
+            resume = ["--resume"] if (out / "config.json").exists() else []
+            process = start(env, "train", "--out", str(out), *OPTIONS, *resume)
+            time.sleep(rng.uniform(0.05, duration))
+            process.send_signal(signal.SIGKILL)
+            finish(process)
+            deadline = time.monotonic() + 5
+            while processes_in_group(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert processes_in_group(process.pid) == [], "a process outlived the killed trainer"
+            assert_nothing_corrupt(out)
+        resume = ["--resume"] if (out / "config.json").exists() else []
+        code, err = finish(start(env, "train", "--out", str(out), *OPTIONS, *resume))
+        assert code == 0, err
+        assert "Traceback" not in err
+        weights, history = weights_and_history(out)
+        ref_weights, ref_history = weights_and_history(ref)
+        assert history == ref_history
+        assert weights.keys() == ref_weights.keys()
+        for key in weights:
+            np.testing.assert_array_equal(weights[key], ref_weights[key], err_msg=f"trial {trial}: {key}")
+        assert not [p.name for p in out.iterdir() if ".tmp-" in p.name], "temporary files left behind"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_second_trainer_into_the_same_folder_is_refused_and_names_the_first(env, tmp_path):
+    out = tmp_path / "contested"
+    first = start(env, "train", "--out", str(out), *OPTIONS, "--seed", "0")
+    deadline = time.monotonic() + 30
+    while f'"pid": {first.pid}' not in _read(out / ".lock") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = start(env, "train", "--out", str(out), *OPTIONS, "--seed", "1")
+    code, err = finish(second)
+    assert code == 5, err
+    assert f"in use by pid {first.pid}" in err and "Traceback" not in err
+    code, err = finish(first)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["seed"] == 0
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        assert json.loads(checkpoint["state_json"].tobytes())["epoch"] == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_kill_before_config_json_leaves_a_folder_that_trains(env, tmp_path):
+    """A start killed while writing config.json leaves temporaries (and the vocabulary): a new
+    `train` into the folder must work, not point at --resume, which points back."""
+    out = tmp_path / "early-kill"
+    out.mkdir()
+    (out / f".config.json.tmp-{2 ** 22 + 12345}-abcdef").write_text("{")
+    (out / ".checkpoint.npz.tmp-old0name").write_bytes(b"PK")          # older npembed's naming
+    code, err = finish(start(env, "train", "--out", str(out), *OPTIONS))
+    assert code == 0, err
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -1,0 +1,315 @@
+"""No traceback, no lost run: each defect of issue #11 as a test (the kill and race tests are in
+test_faults.py).  Damaged run folders, mismatched vocabularies, bad options and locations: a
+clear message naming the file or option, and an exit code of its kind."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faultdata import synthetic_archive
+from npembed import cli, errors
+from npembed.atomic import atomic_write_text, remove_stale_temporaries
+from npembed.checkpoint import CheckpointError, read_npz
+from npembed.config import TrainConfig
+from npembed.locks import locked_folder
+from npembed.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = dict(epochs=2, steps_per_epoch=10, validation_steps=2)
+
+
+@pytest.fixture(autouse=True)
+def data_in_the_environment(monkeypatch):
+    """The CLI finds the real data as a user's shell would: NPEMBED_DATA."""
+    from conftest import real_data_path
+    if real_data_path():
+        monkeypatch.setenv("NPEMBED_DATA", real_data_path())
+
+
+@pytest.fixture(scope="module")
+def real_run(imdb, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reliability") / "run"
+    train(TrainConfig(**QUICK), out, data=imdb, progress=False)
+    return out
+
+
+@pytest.fixture
+def damaged(real_run, tmp_path):
+    """A copy of the finished run, to damage."""
+    copy = tmp_path / "copy"
+    shutil.copytree(real_run, copy)
+    return copy
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- options are checked before anything is written
+@pytest.mark.parametrize("option, value, message", [
+    ("--learning-rate", "inf", "--learning-rate must be a finite number > 0, got inf"),
+    ("--learning-rate", "-1", "--learning-rate must be a finite number > 0"),
+    ("--seed", "-1", "--seed must be an integer between 0 and"),
+    ("--embedding-dim", "100000000", "need about"),
+    ("--batch-size", "0", "--batch-size must be an integer >= 1"),
+    ("--hidden-units", "-2", "--hidden-units must be an integer >= 0"),
+])
+def test_a_rejected_option_leaves_nothing_behind(tmp_path, capsys, option, value, message):
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--out", out, option, value, "--data", "unused")
+    assert code == errors.USAGE and message in err
+    assert not out.exists()
+
+
+def test_resume_refuses_other_options_and_fewer_epochs(real_run, tmp_path, capsys):
+    before = (real_run / "config.json").read_text()
+    code, err = run_cli(capsys, "train", "--out", real_run, "--resume", "--seed", "3")
+    assert code == errors.USAGE and "--seed 3 (the run has 0)" in err
+    code, err = run_cli(capsys, "train", "--out", real_run, "--resume", "--epochs", "1")
+    assert code == errors.USAGE and "--epochs 1 is fewer than the 2 epochs" in err
+    assert (real_run / "config.json").read_text() == before
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_divergence_without_a_checkpoint_says_there_is_none(imdb, tmp_path):
+    with pytest.raises(errors.DivergedError, match="no epoch finished, so there is no checkpoint"):
+        train(TrainConfig(epochs=1, steps_per_epoch=50, validation_steps=1, learning_rate=1e30),
+              tmp_path / "r", data=imdb, progress=False)
+
+
+# ---------------------------------------------------------------- damaged run folders
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2 + 7] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _nan(path):
+    arrays = dict(np.load(path))
+    arrays["dense__kernel"][0, 0] = np.nan
+    np.savez(path.with_suffix(""), **arrays)
+
+
+def _shuffle_vocab(path):
+    lines = path.read_bytes().split(b"\n")
+    head, body = lines[:2], lines[2:-1]
+    np.random.default_rng(0).shuffle(body)
+    path.write_bytes(b"\n".join(head + body) + b"\n")
+
+
+DAMAGE = {
+    "weights truncated": ("weights.npz", _truncate, "weights.npz is damaged"),
+    "weights empty": ("weights.npz", lambda p: p.write_bytes(b""), "weights.npz is damaged"),
+    "weights bit-flipped": ("weights.npz", _flip, "weights.npz"),
+    "weights random": ("weights.npz", lambda p: p.write_bytes(os.urandom(5000)), "weights.npz is damaged"),
+    "weights NaN": ("weights.npz", _nan, "holds NaN or infinite values"),
+    "config bad JSON": ("config.json", lambda p: p.write_text("{"), "config.json is damaged"),
+    "config empty": ("config.json", lambda p: p.write_text(""), "config.json is damaged"),
+    "config bad option": ("config.json", lambda p: p.write_text(p.read_text().replace('"seed": 0', '"seed": -4')),
+                          "config.json is damaged: --seed"),
+    "vocab missing": ("vocab.subwords", lambda p: p.unlink(), "vocab.subwords is missing"),
+    "vocab empty": ("vocab.subwords", lambda p: p.write_bytes(b""), "vocab.subwords is damaged"),
+    "vocab truncated": ("vocab.subwords", lambda p: p.write_bytes(p.read_bytes()[:3000]), "vocab.subwords does not match"),
+    "vocab shuffled": ("vocab.subwords", _shuffle_vocab, "vocab.subwords does not match"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("command", [["predict", "good"], ["neighbors", "good"], ["grads", "--text", "fine", "--no-keras"]])
+def test_a_damaged_run_folder_gives_a_message_naming_the_file(damaged, capsys, damage, command):
+    name, spoil, message = DAMAGE[damage]
+    spoil(damaged / name)
+    code, err = run_cli(capsys, *command, "--run", damaged)
+    assert code == errors.RUN, err
+    assert message in err and str(damaged) in err
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["plot-embeddings", "--top", "5"], ["train", "--resume"]])
+def test_damaged_files_for_the_commands_that_load_data(damaged, capsys, command):
+    _truncate(damaged / "weights.npz")
+    _truncate(damaged / "checkpoint.npz")
+    option = "--out" if command[0] == "train" else "--run"
+    code, err = run_cli(capsys, *command, option, damaged)
+    assert code == errors.RUN and "is damaged" in err
+
+
+def test_damaged_checkpoint_variants(damaged):
+    from npembed.checkpoint import load_checkpoint
+    from npembed.config import build_model
+    model = build_model(TrainConfig(), 8185)
+    path = damaged / "checkpoint.npz"
+    arrays = read_npz(path)
+    arrays["v_0"] = -arrays["v_0"] - 1
+    np.savez(damaged / "negative", **arrays)
+    with pytest.raises(CheckpointError, match="second moment is negative"):
+        load_checkpoint(damaged / "negative.npz", model)
+    arrays = read_npz(path)
+    arrays["state_json"] = np.frombuffer(b'{"format": 1', dtype=np.uint8)
+    np.savez(damaged / "badjson", **arrays)
+    with pytest.raises(CheckpointError, match="no readable progress record"):
+        load_checkpoint(damaged / "badjson.npz", model)
+
+
+# ---------------------------------------------------------------- a run used with other data
+def test_a_run_of_another_vocabulary_is_refused(real_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NPEMBED_CACHE", str(tmp_path / "cache"))
+    other = synthetic_archive(tmp_path / "other.tar.gz")
+    for command in (["evaluate"], ["plot-embeddings", "--top", "5"], ["grads", "--index", "0", "--no-keras"]):
+        code, err = run_cli(capsys, *command, "--run", real_run, "--data", other)
+        assert code == errors.RUN and "trained on another vocabulary" in err, (command, err)
+    code, err = run_cli(capsys, "train", "--out", real_run, "--resume", "--data", other)
+    assert code == errors.RUN and "trained on another vocabulary" in err
+
+
+# ---------------------------------------------------------------- locations
+def test_out_that_is_a_file_or_under_one(real_run, capsys):
+    for out in (real_run / "weights.npz", real_run / "weights.npz" / "sub"):
+        code, err = run_cli(capsys, "train", "--out", out, "--data", "unused")
+        assert code == errors.FILESYSTEM and "not a folder" in err
+
+
+def test_cache_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("NPEMBED_CACHE", str(tmp_path / "file"))
+    archive = synthetic_archive(tmp_path / "a.tar.gz")
+    code, err = run_cli(capsys, "prepare", "--data", archive)
+    assert code == errors.FILESYSTEM and "cache folder" in err and "lies under a file" in err
+
+
+def test_unwritable_out(tmp_path, capsys):
+    if os.geteuid() == 0:                       # root writes into read-only folders; not into /sys
+        out = Path("/sys/npembed-test-run")
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+        out = folder / "run"
+    code, err = run_cli(capsys, "train", "--out", out, "--data", "unused")
+    assert code == errors.FILESYSTEM and f"cannot create run folder (--out) {out}" in err
+
+
+def test_a_full_disk_is_a_message_not_a_traceback(real_run, capsys, monkeypatch):
+    import npembed.plots
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/somewhere/embedding_map.png")
+    monkeypatch.setattr(npembed.plots, "plot_embedding_map", full)
+    code, err = run_cli(capsys, "plot-embeddings", "--run", real_run, "--top", "5")
+    assert code == errors.FILESYSTEM and "No space left on device" in err and "/somewhere" in err
+
+
+# ---------------------------------------------------------------- smaller ones
+def test_neighbors_k(real_run, capsys):
+    assert cli.main(["neighbors", "--run", str(real_run), "great", "-k", "100000"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    listed = [r for r in rows if r[:1] in " -0123456789" and "'" in r]
+    assert len(listed) == 7928 - 1                     # every other subword, no <pad>, no byte tokens
+    assert all(np.isfinite(float(r.split()[0])) for r in listed)
+    assert not any(r.split(None, 1)[1] in ("'great_'", "'<pad>'") for r in listed)
+    for k in ("0", "-3"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["neighbors", "--run", str(real_run), "great", "-k", k])
+        assert exit_.value.code == 2
+
+
+def test_predict_inputs(real_run, tmp_path, capsys, monkeypatch):
+    for text in ("", "   ", "\t\n"):
+        code, err = run_cli(capsys, "predict", "--run", real_run, text)
+        assert code == errors.USAGE and "empty or only whitespace" in err
+    code, err = run_cli(capsys, "predict", "--run", real_run, os.fsdecode(b"bad \xff bytes"))
+    assert code == errors.USAGE and "not valid UTF-8 (byte 0xff at offset 4)" in err
+    review = tmp_path / "long.txt"
+    review.write_text("a wonderful film. " * 60000)             # about 1 MB
+    assert cli.main(["predict", "--run", str(real_run), "--file", str(review)]) == 0
+    assert str(review) in capsys.readouterr().out
+    done = subprocess.run([sys.executable, "-m", "npembed.cli", "predict", "--run", str(real_run), "-"],
+                          input="what a wonderful film", capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "<stdin>" in done.stdout
+
+
+def test_plot_embeddings_top_and_out(real_run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["plot-embeddings", "--run", str(real_run), "--top", "0"])
+    for out, message in ((tmp_path, "is a folder"), (tmp_path / "map.bogus", "unknown image format 'bogus'")):
+        code, err = run_cli(capsys, "plot-embeddings", "--run", real_run, "--out", out)
+        assert code == errors.USAGE and message in err
+
+
+def test_bad_kernel_backend_in_the_environment(real_run, capsys, monkeypatch):
+    monkeypatch.setenv("NPEMBED_KERNELS", "bogus")
+    code, err = run_cli(capsys, "predict", "--run", real_run, "good")
+    assert code == errors.USAGE and "NPEMBED_KERNELS='bogus'" in err
+
+
+def test_vocab_file_must_end_in_subwords(tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("### SubwordTextEncoder\n### Metadata: {}\n'a_'\n")
+    code, err = run_cli(capsys, "prepare", "--data", synthetic_archive(tmp_path / "a.tar.gz"), "--vocab", vocab)
+    assert code == errors.DATA and "ends in '.subwords'" in err
+
+
+# ---------------------------------------------------------------- atomic writes and locks
+def test_files_respect_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o640
+
+
+def test_the_next_write_removes_temporaries_of_dead_writers_only(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".checkpoint.npz.tmp-{dead.stdout.strip()}-x1"
+    live = tmp_path / f".checkpoint.npz.tmp-{os.getppid()}-x2"
+    other = tmp_path / f".config.json.tmp-{dead.stdout.strip()}-x3"
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    atomic_write_text(tmp_path / "checkpoint.npz", "new")
+    assert not stale.exists() and live.exists() and other.exists()
+    remove_stale_temporaries(tmp_path, any_writer=True)
+    assert not live.exists() and not other.exists()
+
+
+def test_a_held_lock_is_refused_with_the_holder_and_freed_when_the_holder_is_killed(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from npembed.locks import locked_folder\n"
+        f"with locked_folder({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(errors.BusyError, match=f"in use by pid {holder.pid}"):
+        with locked_folder(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    with locked_folder(tmp_path):                # the kernel released it
+        pass
+
+
+def test_a_damaged_native_build_is_rebuilt_not_loaded(tmp_path):
+    env = {**os.environ, "NPEMBED_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    load = [sys.executable, "-c", "from npembed import native; native.load(); print('loaded')"]
+    first = subprocess.run(load, env=env, capture_output=True, text=True)
+    if first.returncode != 0:
+        pytest.skip(f"no C compiler here: {first.stderr[-200:]}")
+    (module,) = tmp_path.glob("native/*/_npembed_native*.so")
+    original = module.read_bytes()
+    for spoil in (lambda data: data[:4096] + bytes(b ^ 0xFF for b in data[4096:4098]) + data[4098:], lambda _: b""):
+        module.write_bytes(spoil(original))
+        again = subprocess.run(load, env=env, capture_output=True, text=True)
+        assert again.returncode == 0 and "loaded" in again.stdout, again.stderr
+        assert module.read_bytes() != spoil(original)
