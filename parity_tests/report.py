@@ -2,6 +2,7 @@
 
     python -m parity_tests.report                 # oneDNN as TensorFlow defaults (on)
     python -m parity_tests.report --onednn both   # the tables with oneDNN on, then off
+    python -m parity_tests.report --full          # every (Keras, dtype, mask, weights) row
 
 Same weights, the first real batches of the tutorial's pipeline (seed 0), masked and unmasked,
 float32 and float64, fresh weights and the weights after the tutorial's 10 epochs, against Keras
@@ -160,6 +161,7 @@ def measure(imdb) -> list[tuple]:
 
 
 def table(rows, title) -> str:
+    """Every row: Keras, dtype, mask, weights, quantity."""
     lines = [f"#### {title}", "", "| Keras | dtype | mask | weights | quantity | max abs | max rel | bound used |",
              "|---|---|---|---|---|---|---|---|"]
     for flavor, dtype, mask, kind, name, absolute, relative, used in rows:
@@ -168,15 +170,44 @@ def table(rows, title) -> str:
     return "\n".join(lines)
 
 
+def compact(rows, title) -> str:
+    """One row per quantity, one column per (Keras, dtype): the largest relative difference and
+    the largest share of the bound used, over masked/unmasked and fresh/trained weights."""
+    columns = [(flavor, dtype) for flavor in ("keras3", "tf_keras") for dtype in ("float32", "float64")]
+    cells: dict[tuple, list[float]] = {}
+    names: list[str] = []
+    for flavor, dtype, _, _, name, _, relative, used in rows:
+        if name not in names:
+            names.append(name)
+        old = cells.get((name, flavor, dtype), [0.0, float("nan")])
+        cells[name, flavor, dtype] = [max(old[0], relative), np.fmax(old[1], used)]
+    lines = [f"#### {title}", "", "max relative difference / largest share of the error bound used "
+             "(masked and unmasked, fresh and trained weights)", "",
+             "| quantity | " + " | ".join(f"{flavor} {dtype}" for flavor, dtype in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for name in names:
+        texts = []
+        for flavor, dtype in columns:
+            if (name, flavor, dtype) not in cells:
+                texts.append("")
+                continue
+            relative, used = cells[name, flavor, dtype]
+            texts.append(f"{relative:.1e}" + ("" if np.isnan(used) else f" / {used:.2f}"))
+        lines.append(f"| {name} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onednn", choices=["default", "on", "off", "both"], default="default")
     parser.add_argument("--data", default=None)
+    parser.add_argument("--full", action="store_true", help="every row, not one per quantity")
     args = parser.parse_args()
     if args.onednn == "both":
         for setting in ("on", "off"):
             subprocess.run([sys.executable, "-m", "parity_tests.report", "--onednn", setting,
-                            *(["--data", args.data] if args.data else [])], check=True)
+                            *(["--data", args.data] if args.data else []), *(["--full"] if args.full else [])],
+                           check=True)
         return
     if args.onednn in ("on", "off"):
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
@@ -187,8 +218,9 @@ def main() -> None:
     imdb = load_imdb_subwords8k(args.data, progress=False)
     rows = measure(imdb)
     setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
-    print(table(rows, f"TensorFlow {tf.__version__}, TF_ENABLE_ONEDNN_OPTS={setting}, {BATCHES} real "
-                      f"batches per row, one step at a time (float64 trajectory: {TRAJECTORY} steps)"))
+    title = (f"TensorFlow {tf.__version__}, TF_ENABLE_ONEDNN_OPTS={setting}, {BATCHES} real batches, one "
+             f"step at a time (float64 trajectory: {TRAJECTORY} steps)")
+    print((table if args.full else compact)(rows, title))
     print()
 
 
