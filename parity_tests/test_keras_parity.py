@@ -37,8 +37,8 @@ def sample_batches(real_batches, edge_batches):
 
 
 @pytest.mark.parametrize("mask_zero", MASKS)
-def test_forward_every_layer(flavor, dtype, mask_zero, weights_kind, trained_weights, real_batches,
-                             edge_batches):
+def test_forward_every_layer(flavor, dtype, mask_zero, weights_kind, kernel_backend, trained_weights,
+                             real_batches, edge_batches):
     """Each npembed layer, fed the *Keras* input of that layer, gives Keras's output within
     twice its own rounding bound: the layer's arithmetic alone, not what earlier layers passed on."""
     np_model, twin = models(dtype, mask_zero, flavor, weights_kind, trained_weights)
@@ -208,7 +208,7 @@ def test_the_other_kerases_adam_is_outside_the_bound(flavor, other, float64_kera
 
 
 @pytest.mark.parametrize("mask_zero", MASKS)
-def test_float64_training_trajectory_200_steps(flavor, mask_zero, float64_keras, real_batches):
+def test_float64_training_trajectory_200_steps(flavor, mask_zero, kernel_backend, float64_keras, real_batches):
     """200 Adam steps on real batches with train_on_batch: every step's loss and the final
     weights agree in float64 (where no ReLU kink splits the runs), for each Keras with its Adam."""
     np_model, twin = models("float64", mask_zero, flavor, seed=1)
