@@ -59,7 +59,7 @@ def measure(imdb) -> list[tuple]:
                 record("grad embeddings, IndexedSlices values", np_model.layers[0].sparse_grads["embeddings"].values,
                        keras_grads[0].values.numpy())
                 optimizer.apply_gradients(zip(keras_grads, twin.trainable_variables))
-                np_model.optimizer.apply_gradients(np_model._trainable_gradients(), np_model.weights)
+                np_model.optimizer.apply_gradients(np_model.trainable_gradients(), np_model.weights)
                 for name, w, kw in zip(np_model.weight_names, np_model.weights, twin.get_weights()):
                     record(f"Adam step: {name}", w, kw)
                 keras_m, keras_v = keras_twin.adam_slots(optimizer)

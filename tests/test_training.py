@@ -15,7 +15,7 @@ import pytest
 
 from npembed import cli
 from npembed.export import nearest_neighbors, read_tsv_lines
-from npembed.model import Callback
+from npembed.loop import Callback
 from npembed.training import RunError, TrainConfig, load_run, train
 
 QUICK = dict(epochs=3, steps_per_epoch=40, validation_steps=5)
