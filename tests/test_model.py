@@ -193,3 +193,11 @@ def test_import_needs_only_numpy():
     code = "import sys, npembed, npembed.datasets; print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'tensorflow_datasets', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_training_step_imports_no_data_code():
+    """The model and its native kernels need NumPy only: not the datasets package."""
+    code = ("import sys, npembed; from npembed import kernels; kernels.backend(); "
+            "print(sorted(m for m in sys.modules if m.startswith('npembed.datasets')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
