@@ -1,4 +1,4 @@
-"""Keras's training loop around ``Sequential``: ``fit``, ``evaluate``, callbacks, ``History``.
+"""Keras's loops around ``Sequential``: ``fit``, ``evaluate``, ``predict``, callbacks, ``History``.
 
 Per epoch, as Keras reports it: ``loss`` is the batch-size-weighted mean of the batch losses
 (each taken before that batch's step), each metric is accumulated over the epoch, and with
@@ -8,6 +8,7 @@ weight.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterable
 from typing import Sequence
@@ -15,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from npembed.checks import check_labels
+from npembed.metrics import get as get_metric
 
 
 class Callback:
@@ -85,7 +87,8 @@ def _train_epoch(model, batches, steps, callbacks) -> dict:
 def evaluate(model, batches: Iterable, steps: int | None = None) -> dict[str, float]:
     """Loss (batch-size-weighted mean) and the compiled metrics (copies, so a training epoch's
     tally is left alone) over ``batches``, the first ``steps`` only when given."""
-    tally = LossAndMetrics(model.evaluation_metrics())
+    metrics = [copy.copy(metric) for metric in model.metrics] or [get_metric("accuracy")]
+    tally = LossAndMetrics(metrics)
     for ids, labels in _take(batches, steps):
         logits = model.forward(ids)
         labels = check_labels(labels, logits.shape[0])
@@ -93,6 +96,20 @@ def evaluate(model, batches: Iterable, steps: int | None = None) -> dict[str, fl
     if tally.count == 0:
         raise ValueError("the evaluation data yielded no batch")
     return tally.result()
+
+
+def predict(model, data, batch_size: int = 32) -> np.ndarray:
+    """Logits (N, 1) for a padded id array (N, L) split into ``batch_size`` rows, or for an
+    iterable of batches (each ``ids`` or ``(ids, labels)``), concatenated in order."""
+    if isinstance(data, np.ndarray) or (isinstance(data, list) and data and np.isscalar(data[0][0])):
+        ids = np.asarray(data)
+        chunks = (ids[i:i + batch_size] for i in range(0, ids.shape[0], batch_size))
+    else:
+        chunks = (batch[0] if isinstance(batch, tuple) else batch for batch in data)
+    outputs = [model.forward(chunk) for chunk in chunks]
+    if not outputs:
+        raise ValueError("predict got no data")
+    return np.concatenate(outputs, axis=0)
 
 
 class LossAndMetrics:

@@ -11,12 +11,11 @@ The training step is plain reverse-mode by hand:
 The layers run as ``steps``: ``model.layers`` with each adjacent Embedding ->
 GlobalAveragePooling1D pair fused into one ``layers.PooledEmbedding`` (the same gradient,
 without a (B, L, D) array; ``fused=False`` runs the two layers one by one).  Keras's epoch loop
-(``fit``, ``evaluate``, callbacks) is in ``loop.py``, the printed table in ``summary.py``.
+(``fit``, ``evaluate``, ``predict``, callbacks) is in ``loop.py``, the printed table in ``summary.py``.
 Nothing here changes a weight except ``optimizer.apply_gradients`` and ``set_weights``.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -179,24 +178,7 @@ class Sequential:
 
     fit = loop.fit                    # Keras's epochs, validation, callbacks, History (loop.py)
     evaluate = loop.evaluate          # loss and the compiled metrics over batches (loop.py)
-
-    def evaluation_metrics(self) -> list[metrics_module.BinaryAccuracy]:
-        """Fresh copies of the compiled metrics (``accuracy`` when none), for a separate tally."""
-        return [copy.copy(m) for m in self.metrics] or [metrics_module.get("accuracy")]
-
-    # ------------------------------------------------------------------ inference
-    def predict(self, data, batch_size: int = 32) -> np.ndarray:
-        """Logits (N, 1) for a padded id array (N, L) split into ``batch_size`` rows, or for an
-        iterable of batches (each ``ids`` or ``(ids, labels)``), concatenated in order."""
-        if isinstance(data, np.ndarray) or (isinstance(data, list) and data and np.isscalar(data[0][0])):
-            ids = np.asarray(data)
-            chunks = (ids[i:i + batch_size] for i in range(0, ids.shape[0], batch_size))
-        else:
-            chunks = (batch[0] if isinstance(batch, tuple) else batch for batch in data)
-        outputs = [self.forward(chunk) for chunk in chunks]
-        if not outputs:
-            raise ValueError("predict got no data")
-        return np.concatenate(outputs, axis=0)
+    predict = loop.predict            # logits for every batch (loop.py)
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         """A Keras-like table: layer, output shape, parameter count, and the totals."""
