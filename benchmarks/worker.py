@@ -168,7 +168,7 @@ def step_breakdown(model, batches) -> dict:
         t2 = clock()
         model.backward(model.loss.gradient(labels, logits))
         t3 = clock()
-        grads = model._trainable_gradients()
+        grads = model.trainable_gradients()
         grads[0].row_sums()                         # computed once, cached for the optimizer
         t4 = clock()
         model.optimizer.apply_gradients(grads, model.weights)

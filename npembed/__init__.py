@@ -6,7 +6,8 @@ trained with sigmoid cross-entropy on logits and Keras-exact Adam.  ``import npe
 NumPy; TensorFlow, tensorflow-datasets and matplotlib are imported lazily where they are used.
 """
 from npembed import gradcheck, initializers, layers, losses, metrics, optimizers
-from npembed.model import Callback, History, NonFiniteLossError, Sequential
+from npembed.loop import Callback, History
+from npembed.model import NonFiniteLossError, Sequential
 from npembed.sparse import IndexedSlices
 
 __version__ = "0.1.0"

@@ -69,11 +69,7 @@ def check_model_gradients(model, ids, labels, entries_per_weight: int = 40,
     """
     rng = rng or np.random.default_rng(0)
     _, grads = model.compute_gradients(ids, labels)
-    loss_fn = model.loss
-    if loss_fn is None:
-        from npembed.losses import BinaryCrossentropy
-        loss_fn = BinaryCrossentropy(from_logits=True)
-    loss = lambda: loss_fn(labels, model.forward(ids))  # noqa: E731
+    loss = lambda: model.loss(labels, model.forward(ids))  # noqa: E731
     errors = {}
     looked_up = np.unique(np.asarray(ids))
     for name, weight, grad in zip(model.weight_names, model.weights, grads):

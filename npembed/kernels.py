@@ -168,8 +168,9 @@ def pooled_row_sums(ids: np.ndarray, mask: np.ndarray | None, row_gradient: np.n
 def adam_update(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
                 one_minus_beta_2, epsilon) -> None:
     """``optimizers.adam_update`` (S = ``squared_grad``, or ``grad**2`` when None), bit for bit:
-    native, one pass; NumPy, one scratch buffer instead of a temporary per operation (the same
-    operations in the same order)."""
+    native, one pass; NumPy, the same operations in the same order in two temporaries (a
+    scratch array reused for every intermediate, and ``m * alpha``) instead of one per
+    operation."""
     if squared_grad is None and _use_native():
         _native.adam_update(weight, m, v, grad, alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
         return

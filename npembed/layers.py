@@ -1,4 +1,4 @@
-"""The tutorial's three layers, forward and backward, by hand.
+"""The tutorial's three layers, forward and backward, by hand, and the two first ones fused.
 
 Every layer follows one contract (joelnet / CS231n style):
 
@@ -9,6 +9,11 @@ Every layer follows one contract (joelnet / CS231n style):
   returns dL/d(input), or ``None`` for integer token ids;
 - ``compute_mask(inputs, mask)`` says what mask the next layer receives, as in Keras.
 
+A gradient in ``grads`` is an array shaped like its weight, except an embedding table's: that
+one stays in the sparse form TensorFlow's tape returns, one slice per looked-up position
+(``sparse.IndexedSlices``, or ``sparse.PooledSlices`` from ``PooledEmbedding``); its
+``to_dense()`` is the (V, D) array, and the optimizer reads its row sums.
+
 Shapes use B = batch size, L = padded sequence length, V = vocabulary size (``input_dim``),
 D = embedding width (``output_dim``), H = units.  docs/gradients.md derives every backward.
 """
@@ -18,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from npembed import initializers
+from npembed import initializers, kernels
 from npembed.checks import check_no_empty_rows, check_token_ids
-from npembed.sparse import IndexedSlices
+from npembed.sparse import IndexedSlices, PooledSlices
 
 
 class Layer:
@@ -72,8 +77,9 @@ class Embedding(Layer):
 
     Backward: ``dE[r, :] = sum_{(b, t): ids[b, t] = r} dout[b, t, :]``   (scatter-add; a token
     repeated k times in the batch receives k slices, and the padding id 0 receives one slice per
-    padding position unless the layer masks).  The same gradient in TensorFlow's sparse form,
-    one slice per position, is kept in ``self.sparse_grads['embeddings']``.  Ids get no gradient.
+    padding position unless the layer masks).  ``grads['embeddings']`` keeps the slices apart,
+    as TensorFlow does: an ``IndexedSlices`` with ``values = dout.reshape(B*L, D)`` and
+    ``indices = ids.reshape(B*L)``; its ``to_dense()`` is the scatter-add.  Ids get no gradient.
 
     With ``mask_zero=True`` the layer also emits the mask ``ids != 0`` for the pooling layer; the
     padding row still exists and is still trained by whatever gradient reaches it (zero here,
@@ -88,7 +94,6 @@ class Embedding(Layer):
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.mask_zero = bool(mask_zero)
-        self.sparse_grads: dict[str, IndexedSlices] = {}
 
     def build(self, input_width, rng, dtype):
         super().build(input_width, rng, dtype)
@@ -102,14 +107,17 @@ class Embedding(Layer):
         return self.params["embeddings"][ids]
 
     def backward(self, dout):
-        """dout (B, L, D) -> None; fills grads['embeddings'] (V, D) and its sparse form."""
+        """dout (B, L, D) -> None; fills grads['embeddings'], (B*L) slices of a (V, D) table."""
         ids = self.cache["ids"]
-        slices = IndexedSlices(values=dout.reshape(-1, self.output_dim),
-                               indices=ids.reshape(-1),
-                               dense_shape=(self.input_dim, self.output_dim))
-        self.sparse_grads["embeddings"] = slices
-        self.grads["embeddings"] = slices.to_dense()
+        self.grads["embeddings"] = IndexedSlices(values=dout.reshape(-1, self.output_dim),
+                                                 indices=ids.reshape(-1),
+                                                 dense_shape=(self.input_dim, self.output_dim))
         return None
+
+    @property
+    def sparse_grads(self) -> dict:
+        """``grads`` under the name older callers use (the gradient is sparse there already)."""
+        return self.grads
 
     def compute_mask(self, inputs, mask):
         if not self.mask_zero:
@@ -146,16 +154,22 @@ class GlobalAveragePooling1D(Layer):
 
     def forward(self, x, mask=None):
         """x (B, L, D), mask (B, L) bool or None -> (B, D)."""
+        self.remember(x.shape[1], mask, x.dtype)
         if mask is None:
-            self.cache = {"seq_len": x.shape[1]}
             return (x.sum(axis=1, dtype=np.float64) / x.shape[1]).astype(x.dtype)
+        total = np.einsum("bt,btd->bd", self.cache["mask"], x, dtype=np.float64)
+        return (total / self.cache["counts"]).astype(x.dtype)
+
+    def remember(self, seq_len: int, mask: np.ndarray | None, dtype: np.dtype) -> None:
+        """Keep in ``cache`` what ``backward`` needs: L, and the mask (B, L) and counts n (B, 1)
+        in ``dtype`` (refusing a masked row with no token)."""
+        if mask is None:
+            self.cache = {"seq_len": seq_len}
+            return
         counts = mask.sum(axis=1)
         check_no_empty_rows(counts)
-        mask_f = mask.astype(x.dtype)                                  # (B, L)
-        counts_f = counts.astype(x.dtype)[:, None]                     # (B, 1)
-        self.cache = {"seq_len": x.shape[1], "mask": mask_f, "counts": counts_f}
-        total = np.einsum("bt,btd->bd", mask_f, x, dtype=np.float64)
-        return (total / counts_f).astype(x.dtype)
+        self.cache = {"seq_len": seq_len, "mask": mask.astype(dtype),
+                      "counts": counts.astype(dtype)[:, None]}
 
     def backward(self, dout):
         """dout (B, D) -> dx (B, L, D)."""
@@ -218,6 +232,74 @@ class Dense(Layer):
 
     def output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
+
+
+class PooledEmbedding(Layer):
+    """``Embedding`` then ``GlobalAveragePooling1D`` as one step, without the (B, L, D) array.
+
+    Wraps the two layers it is made of: it shares the embedding's ``params`` and ``grads``
+    dicts, and its forward fills both layers' caches as their own forwards would, so either
+    layer's ``backward`` still works after it.  ``Sequential`` builds one from each adjacent
+    Embedding -> GlobalAveragePooling1D pair (the tutorial's first two layers) and runs it in
+    their place; ``model.layers`` keeps the two Keras layers.
+
+    Notes
+    -----
+    Let ``c[b, r]`` be how many positions of review b hold row r (counting only the non-padding
+    positions when the embedding masks) and ``n[b] = sum_r c[b, r]`` (= L without a mask).
+
+    Forward:  ``pooled[b] = (1 / n[b]) * sum_t E[ids[b, t]] = (1 / n[b]) * sum_r c[b, r] E[r]``
+              ids (B, L) int -> pooled (B, D)       (``kernels.pooled_lookup``)
+
+    Backward: pooling sends every counted position of review b the same slice
+              ``g[b] = dpooled[b] / n[b]``, so the scatter-add over B*L slices is a sum over
+              reviews:
+              ``dE[r] = sum_b c[b, r] g[b]``   and   ``S[r] = sum_b c[b, r] g[b]**2``
+              (S, the sum of the squared slices, is Keras 3's second-moment input).
+              ``grads['embeddings']`` is a ``PooledSlices`` holding ids, g and the counts
+              (``kernels.pooled_row_sums`` forms dE and S on the U rows the batch touches).
+              Ids get no gradient.  docs/gradients.md derives both lines.
+    """
+
+    def __init__(self, embedding: Embedding, pooling: GlobalAveragePooling1D):
+        super().__init__(f"{embedding.name}+{pooling.name}")
+        self.embedding, self.pooling = embedding, pooling
+        self.params, self.grads = embedding.params, embedding.grads        # the same dicts
+        self.dtype, self.built = embedding.dtype, embedding.built
+
+    def forward(self, ids, mask=None):
+        """ids (B, L) ints in [0, V) -> pooled (B, D)."""
+        ids = check_token_ids(ids, self.embedding.input_dim)
+        token_mask = self.embedding.compute_mask(ids, None)
+        pooled, memo = kernels.pooled_lookup(ids, self.params["embeddings"], token_mask)
+        self.cache = {"ids": ids, "mask": token_mask, "memo": memo}
+        self.embedding.cache = {"ids": ids}
+        self.pooling.remember(ids.shape[1], token_mask, pooled.dtype)
+        return pooled
+
+    def backward(self, dout):
+        """dpooled (B, D) -> None; fills grads['embeddings'], the PooledSlices of dE and S."""
+        self.grads["embeddings"] = PooledSlices(self.cache["ids"], dout, self.cache["mask"],
+                                                self.embedding.input_dim, self.cache["memo"])
+        return None
+
+    def compute_mask(self, inputs, mask):
+        return None
+
+    def output_shape(self, input_shape):
+        return self.pooling.output_shape(self.embedding.output_shape(input_shape))
+
+
+def fuse_pooled_embeddings(layers: list[Layer]) -> list[Layer]:
+    """The layers to run, each adjacent Embedding -> GlobalAveragePooling1D pair replaced by
+    one ``PooledEmbedding`` (the same arithmetic; see its Notes)."""
+    steps: list[Layer] = []
+    for layer in layers:
+        if isinstance(layer, GlobalAveragePooling1D) and steps and type(steps[-1]) is Embedding:
+            steps[-1] = PooledEmbedding(steps[-1], layer)
+        else:
+            steps.append(layer)
+    return steps
 
 
 def _snake_case(name: str) -> str:

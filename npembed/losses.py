@@ -34,7 +34,6 @@ class BinaryCrossentropy:
         if not from_logits:
             raise ValueError("npembed's BinaryCrossentropy works on logits only (the tutorial's "
                              "Dense(1) has no activation): use from_logits=True")
-        self.from_logits = True
         self.name = "binary_crossentropy"
 
     def __call__(self, y_true: np.ndarray, logits: np.ndarray) -> float:

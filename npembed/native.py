@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from npembed.atomic import atomic_write_text
+from npembed.cachedir import default_cache_dir
 from npembed.locks import locked_folder
 
 SOURCE = Path(__file__).with_name("native.c")
@@ -101,7 +102,6 @@ def _build_key(compiler: list[str]) -> str:
 
 
 def _build_and_import():
-    from npembed.datasets.cache import default_cache_dir
     compiler = _compiler()
     target_dir = default_cache_dir() / "native" / _build_key(compiler)
     target = target_dir / (MODULE_NAME + sysconfig.get_config_var("EXT_SUFFIX"))

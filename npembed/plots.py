@@ -73,3 +73,85 @@ def plot_embedding_map(table: np.ndarray, labels: list[str], rows: np.ndarray, p
     fig.tight_layout()
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
+
+
+def model_graph_nodes(model) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """The model's graph as text, every shape read from the model's layers (B, L symbolic).
+
+    Returns (forward, backward, grads): ``forward`` alternates arrays and layers as
+    ``(kind, text)`` pairs, kind "array" or "layer", ending with the loss; ``backward[i]`` is the
+    gradient of forward array i (the slices for the embedding's output); ``grads[j]`` is what
+    layer j's backward fills in its ``grads``.
+    """
+    def shape_text(shape) -> str:
+        return "(" + ", ".join(str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+
+    shape: tuple = ("B", "L")
+    forward = [("array", f"ids {shape_text(shape)}")]
+    backward, grads = ["(no gradient:\ntoken ids)"], []
+    for layer, symbol in zip(model.layers, ("x", "pooled", "h", "z")):
+        activation = getattr(layer, "activation", None)
+        weights = "".join(f"\n{key} {shape_text(w.shape)}" for key, w in layer.params.items())
+        kind = type(layer).__name__.replace("GlobalAveragePooling1D", "GlobalAverage-\nPooling1D")
+        shape = layer.output_shape(shape)
+        forward += [("layer", kind + (f" ({activation})" if activation else "") + weights),
+                    ("array", f"{symbol} {shape_text(shape)}")]
+        backward.append(f"d{symbol} {shape_text(shape)}")
+        grads.append("\n".join(f"d{key} {shape_text(w.shape)}" for key, w in layer.params.items()))
+    backward[1] = f"slices (B*L, {model.layers[0].output_dim})\nIndexedSlices"
+    grads[0] = grads[0] + "\n(as the slices)"
+    forward += [("layer", "BinaryCrossentropy\n(from_logits)\nlabels y (B,)"), ("array", "loss ()")]
+    backward += ["dloss = 1"]
+    return forward, backward, grads
+
+
+def plot_model_graph(model, path: str | os.PathLike) -> None:
+    """The forward graph (arrays and layers, every shape) above the backward pass."""
+    plt = _pyplot()
+    forward, backward, grads = model_graph_nodes(model)
+    fig, ax = plt.subplots(figsize=(17, 5.5))
+    ax.set_xlim(-0.7, len(forward) - 0.3)
+    ax.set_ylim(-2.3, 2.0)
+    ax.axis("off")
+    array_box = dict(boxstyle="round,pad=0.35", fc="#dbe9f6", ec="#2f6ea5")
+    layer_box = dict(boxstyle="square,pad=0.4", fc="#fbe3c6", ec="#b86b12")
+    gradient_box = dict(boxstyle="round,pad=0.35", fc="#f8d7d7", ec="#a52f2f")
+
+    def arrow(source, target, color):
+        ax.annotate("", xy=(0, 0.5) if color == "#444" else (1, 0.5), xycoords=target,
+                    xytext=(1, 0.5) if color == "#444" else (0, 0.5), textcoords=source,
+                    arrowprops=dict(arrowstyle="->", color=color, shrinkA=4, shrinkB=4))
+
+    nodes = [ax.text(i, 1.0, text, ha="center", va="center", fontsize=8.5,
+                     bbox=array_box if kind == "array" else layer_box)
+             for i, (kind, text) in enumerate(forward)]
+    for source, target in zip(nodes, nodes[1:]):
+        arrow(source, target, "#444")
+    arrays = [nodes[i] for i in range(0, len(forward), 2)]
+    gradients = [ax.text(array.get_position()[0], -1.0, text, ha="center", va="center", fontsize=8.5,
+                         bbox=gradient_box) for array, text in zip(arrays, backward)]
+    for target, source in zip(gradients[1:], gradients[2:]):
+        arrow(source, target, "#a52f2f")
+    for j, text in enumerate(grads):
+        if text:
+            ax.text(2 * j + 1, -1.0, text, ha="center", va="center", fontsize=8.5, color="#a52f2f",
+                    bbox=dict(boxstyle="square,pad=0.3", fc="white", ec="#a52f2f", ls=":"))
+    ax.text((len(forward) - 1) / 2, 1.85, "forward: layer.forward(x) -> out, caching what backward needs",
+            ha="center", fontsize=10)
+    ax.text((len(forward) - 1) / 2, -2.15, "backward, right to left: layer.backward(dout) -> dx "
+            "(red boxes), filling layer.grads (dotted boxes)", ha="center", fontsize=10)
+    ax.add_patch(plt.Rectangle((0.5, 0.3), 3.0, 1.35, fill=False, ls="--", ec="#555"))
+    ax.text(2.0, 0.15, "PooledEmbedding, the default step: pooled = C @ E / n and dE = C.T @ g\n"
+            "with C (B, U) the row counts, g = dpooled / n: no (B, L, D) array", ha="center", va="top",
+            fontsize=8)
+    fig.tight_layout()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) != 3 or sys.argv[1] != "model-graph":
+        sys.exit("usage: python -m npembed.plots model-graph OUT.png")
+    import npembed
+    plot_model_graph(npembed.tutorial_model(seed=0), sys.argv[2])
+    print(f"wrote {sys.argv[2]}")

@@ -25,7 +25,8 @@ from npembed.atomic import atomic_write_text
 from npembed.checkpoint import check_arrays, load_checkpoint, save_checkpoint
 from npembed.config import TrainConfig, build_model
 from npembed.errors import DivergedError, RunFolderError, UsageError
-from npembed.model import Callback, History, NonFiniteLossError
+from npembed.loop import Callback, History
+from npembed.model import NonFiniteLossError
 from npembed.runfolder import (CHECKPOINT, CONFIG, WEIGHTS, check_vocabulary, load_run, read_config,
                                training_lock, write_run_start)
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from npembed.gradcheck import numerical_gradient, numerical_input_gradient, rel_error
-from npembed.layers import Dense, Embedding, GlobalAveragePooling1D
+from npembed.layers import Dense, Embedding, GlobalAveragePooling1D, PooledEmbedding
+from npembed.sparse import PooledSlices
 
 TOL = 1e-6  # float64 central differences with h=1e-5 agree to about 1e-9 here
 
@@ -29,11 +30,12 @@ def test_embedding_backward_scatter_adds_repeated_tokens(small_batch):
     layer.backward(dout)
     table = layer.params["embeddings"]
     numeric = numerical_gradient(lambda: float(np.sum(layer.forward(ids) * dout)), table)
-    assert rel_error(layer.grads["embeddings"], numeric) < TOL
+    dense = layer.grads["embeddings"].to_dense()
+    assert rel_error(dense, numeric) < TOL
     # The repeated token of row 1 receives the sum of its three slices.
     token = ids[1, 0]
     expected = sum(dout[b, t] for b, t in zip(*np.nonzero(ids == token)))
-    np.testing.assert_allclose(layer.grads["embeddings"][token], expected)
+    np.testing.assert_allclose(dense[token], expected)
 
 
 def test_embedding_sparse_gradient_has_one_slice_per_position(small_batch):
@@ -42,15 +44,16 @@ def test_embedding_sparse_gradient_has_one_slice_per_position(small_batch):
     dout = np.random.default_rng(2).normal(size=(*ids.shape, 4))
     layer.forward(ids)
     layer.backward(dout)
-    slices = layer.sparse_grads["embeddings"]
+    slices = layer.grads["embeddings"]
+    assert layer.sparse_grads is layer.grads              # the older name, the same dict
     assert slices.values.shape == (ids.size, 4)
     np.testing.assert_array_equal(slices.indices, ids.ravel())
-    np.testing.assert_array_equal(slices.to_dense(), layer.grads["embeddings"])
+    np.testing.assert_array_equal(slices.values, dout.reshape(-1, 4))
     # squared_sum squares each slice before summing: differs from the square of the sum.
     token = ids[1, 0]
     per_slice = sum(dout[b, t] ** 2 for b, t in zip(*np.nonzero(ids == token)))
     np.testing.assert_allclose(slices.squared_sum()[token], per_slice)
-    assert not np.allclose(per_slice, layer.grads["embeddings"][token] ** 2)
+    assert not np.allclose(per_slice, slices.to_dense()[token] ** 2)
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -78,6 +81,57 @@ def test_pooling_averages_over_padded_length_without_mask_and_tokens_with_it(sma
 def test_masked_pooling_rejects_an_all_padding_row():
     with pytest.raises(ValueError, match="row 1 of the batch is all padding"):
         GlobalAveragePooling1D().forward(np.ones((2, 3, 4)), np.array([[1, 0, 0], [0, 0, 0]], bool))
+
+
+def pooled_pair(mask_zero, dtype=np.float64):
+    embedding, pooling = built(Embedding(30, 4, mask_zero=mask_zero), None, dtype), GlobalAveragePooling1D()
+    return embedding, pooling, PooledEmbedding(embedding, pooling)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_pooled_embedding_backward(small_batch, masked, kernel_backend):
+    """dE = sum_b c[b, r] g[b] against central differences of sum(pooled * dpooled)."""
+    ids, _ = small_batch
+    _, _, layer = pooled_pair(masked)
+    out = layer.forward(ids)
+    assert out.shape == (ids.shape[0], 4)
+    dout = np.random.default_rng(7).normal(size=out.shape)
+    assert layer.backward(dout) is None
+    table = layer.params["embeddings"]
+    numeric = numerical_gradient(lambda: float(np.sum(layer.forward(ids) * dout)), table)
+    grad = layer.grads["embeddings"]
+    assert isinstance(grad, PooledSlices)
+    assert rel_error(grad.to_dense(), numeric) < TOL
+    if masked:
+        np.testing.assert_array_equal(grad.to_dense()[0], 0)       # padding weighs nothing
+    else:
+        assert np.abs(grad.to_dense()[0]).sum() > 0                   # padding weighs 1/L
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_pooled_embedding_equals_its_two_layers_and_fills_both(small_batch, masked, kernel_backend):
+    """Same output, same slices, same dE and S as Embedding then GlobalAveragePooling1D; the
+    embedding's grads are the fused layer's, and both layers' caches are filled so that each
+    layer's own backward still runs after the fused forward."""
+    ids, _ = small_batch
+    embedding, pooling, fused = pooled_pair(masked)
+    mask = ids != 0 if masked else None
+    expected = pooling.forward(embedding.forward(ids), mask)
+    dout = np.random.default_rng(8).normal(size=expected.shape)
+    embedding.backward(pooling.backward(dout))
+    layer_slices = embedding.grads["embeddings"]
+    embedding.grads.clear()
+    pooling.cache, embedding.cache = {}, {}
+    np.testing.assert_allclose(fused.forward(ids), expected, rtol=1e-14)
+    fused.backward(dout)
+    assert fused.grads is embedding.grads and set(embedding.grads) == {"embeddings"}
+    slices = embedding.grads["embeddings"]
+    np.testing.assert_array_equal(slices.indices, layer_slices.indices)
+    np.testing.assert_allclose(slices.values, layer_slices.values, rtol=1e-15)
+    np.testing.assert_allclose(slices.to_dense(), layer_slices.to_dense(), rtol=1e-13, atol=1e-17)
+    np.testing.assert_allclose(slices.squared_sum(), layer_slices.squared_sum(), rtol=1e-13, atol=1e-17)
+    embedding.backward(pooling.backward(dout))          # the layers' own caches, from the fused forward
+    np.testing.assert_allclose(embedding.grads["embeddings"].values, layer_slices.values, rtol=1e-15)
 
 
 @pytest.mark.parametrize("activation", [None, "relu"])

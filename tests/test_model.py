@@ -108,6 +108,39 @@ def test_fit_reports_keras_epoch_logs(small_batch):
     assert history.history["val_loss"][1] == pytest.approx(val["loss"], rel=1e-12)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_every_layer_fills_its_own_grads(small_batch, fused):
+    """After one step every layer with weights holds a gradient for each of them, the
+    embedding's included (the fused path used to leave ``layers[0].grads`` empty)."""
+    ids, labels = small_batch
+    model = small_model()
+    model.fused = fused
+    assert model.fused is fused
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Embedding", "GlobalAveragePooling1D", "Dense", "Dense"]
+    assert len(model.steps) == (3 if fused else 4)
+    _, dense = model.compute_gradients(ids, labels)
+    for layer in model.layers:
+        assert set(layer.grads) == set(layer.params), layer.name
+    np.testing.assert_allclose(model.layers[0].grads["embeddings"].to_dense(), dense[0])
+    assert model.layers[0].cache["ids"] is not None and "seq_len" in model.layers[1].cache
+
+
+def test_validation_uses_the_compiled_metric_objects(small_batch):
+    """A metric with its own threshold and name is evaluated as compiled, in fit's validation
+    and in evaluate (it used to be rebuilt from its name: an error, or threshold 0)."""
+    ids, labels = small_batch
+    model = small_model()
+    model.compile(metrics=[npembed.metrics.BinaryAccuracy(0.3, name="acc_at_0.3"),
+                           npembed.metrics.BinaryAccuracy(1e9, name="accuracy")])
+    history = model.fit([(ids, labels)], epochs=1, validation_data=[(ids, labels)], verbose=0).history
+    logits = model(ids)[:, 0]
+    result = model.evaluate([(ids, labels)])
+    assert result["acc_at_0.3"] == history["val_acc_at_0.3"][0] == np.mean((logits > 0.3) == labels)
+    assert result["accuracy"] == np.mean(labels == 0)               # nothing is above 1e9
+    assert model.metrics[0].threshold == 0.3 and model.metrics[0].count == len(labels)  # the training tally
+
+
 def test_accuracy_thresholds_logits_at_zero_and_quirk_at_half():
     correct = npembed.metrics.get("accuracy")
     quirk = npembed.metrics.get("tutorial_accuracy")
@@ -158,5 +191,13 @@ def test_keras_style_construction():
 
 def test_import_needs_only_numpy():
     code = "import sys, npembed, npembed.datasets; print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib', 'tensorflow_datasets', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_training_step_imports_no_data_code():
+    """The model and its native kernels need NumPy only: not the datasets package."""
+    code = ("import sys, npembed; from npembed import kernels; kernels.backend(); "
+            "print(sorted(m for m in sys.modules if m.startswith('npembed.datasets')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

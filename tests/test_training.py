@@ -15,7 +15,7 @@ import pytest
 
 from npembed import cli
 from npembed.export import nearest_neighbors, read_tsv_lines
-from npembed.model import Callback
+from npembed.loop import Callback
 from npembed.training import RunError, TrainConfig, load_run, train
 
 QUICK = dict(epochs=3, steps_per_epoch=40, validation_steps=5)
@@ -212,5 +212,13 @@ def test_cli_grads_on_a_real_review(imdb, capsys, monkeypatch):
     assert "embedding/embeddings" in out and "'the_'" in out and "slices" in out
     errors = [float(line.split("rel_error")[1].split()[0]) for line in out.splitlines() if "rel_error" in line]
     assert len(errors) == 5 and max(errors) < 1e-6
+    chain = out[out.index("the chain for review 0"):out.index("gradient norms")]
+    assert "p - y = -" in chain and "sends the same slice g" in chain and " x g " in chain
+    bias_check = next(line for line in out.splitlines() if line.strip().startswith("dense_1/bias") and "rel_error" in line)
+    assert bias_check.split("analytic/numeric: ")[1].count("/") == 1    # its one entry, once (not 4 times)
+    for line in out.splitlines():
+        if "rel_error" in line:              # sampled entries are distinct and nonzero
+            pairs = line.split("analytic/numeric: ")[1].rstrip(")").split(", ")
+            assert len(set(pairs)) == len(pairs) and all(float(p.split("/")[0]) != 0 for p in pairs)
     assert cli.main(["grads", "--text", "A wonderful film.", "--label", "1", "--no-keras"]) == 0
     assert "the text 'A wonderful film.' (label 1)" in capsys.readouterr().out

@@ -1,0 +1,154 @@
+"""Keras's loops around ``Sequential``: ``fit``, ``evaluate``, ``predict``, callbacks, ``History``.
+
+Per epoch, as Keras reports it: ``loss`` is the batch-size-weighted mean of the batch losses
+(each taken before that batch's step), each metric is accumulated over the epoch, and with
+``validation_data`` the model is evaluated on the first ``validation_steps`` batches of a fresh
+pass (``val_`` keys).  The step itself is ``Sequential.train_step``; nothing here touches a
+weight.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterable
+from typing import Sequence
+
+import numpy as np
+
+from npembed.checks import check_labels
+from npembed.metrics import get as get_metric
+
+
+class Callback:
+    """Hooks that ``fit`` calls; override what you need (as ``keras.callbacks.Callback``)."""
+
+    model: object
+
+    def on_train_begin(self) -> None: ...
+    def on_epoch_begin(self, epoch: int) -> None: ...
+    def on_train_batch_end(self, step: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_train_end(self) -> None: ...
+
+
+class History(Callback):
+    """``history.history['loss']`` etc., one value per epoch, and ``history.epoch``."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def on_epoch_end(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+
+def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | None = None,
+        validation_steps: int | None = None, steps_per_epoch: int | None = None,
+        callbacks: Sequence[Callback] = (), initial_epoch: int = 0, verbose: int = 1,
+        history: History | None = None) -> History:
+    """Train ``model`` for ``epochs`` passes over ``batches`` (an iterable of (ids, labels),
+    iterated afresh each epoch, as a tf.data dataset is); returns the History."""
+    if model.optimizer is None:
+        raise RuntimeError("call model.compile(...) before fit")
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    history = history or History()
+    callbacks = [history, *callbacks] + ([_PrintEpochSummary(epochs)] if verbose else [])
+    for callback in callbacks:
+        callback.model = model
+    model.stop_training = False
+    _call(callbacks, "on_train_begin")
+    for epoch in range(initial_epoch, epochs):
+        _call(callbacks, "on_epoch_begin", epoch)
+        logs = _train_epoch(model, batches, steps_per_epoch, callbacks)
+        if validation_data is not None:
+            validation = evaluate(model, validation_data, steps=validation_steps)
+            logs.update({f"val_{key}": value for key, value in validation.items()})
+        _call(callbacks, "on_epoch_end", epoch, logs)
+        if model.stop_training:
+            break
+    _call(callbacks, "on_train_end")
+    return history
+
+
+def _train_epoch(model, batches, steps, callbacks) -> dict:
+    tally = LossAndMetrics(model.metrics)
+    for step, (ids, labels) in enumerate(_take(batches, steps)):
+        loss, logits = model.train_step(ids, labels)
+        tally.update(loss, labels, logits)
+        _call(callbacks, "on_train_batch_end", step, tally.result())
+    if tally.count == 0:
+        raise ValueError("the training data yielded no batch")
+    return tally.result()
+
+
+def evaluate(model, batches: Iterable, steps: int | None = None) -> dict[str, float]:
+    """Loss (batch-size-weighted mean) and the compiled metrics (copies, so a training epoch's
+    tally is left alone) over ``batches``, the first ``steps`` only when given."""
+    metrics = [copy.copy(metric) for metric in model.metrics] or [get_metric("accuracy")]
+    tally = LossAndMetrics(metrics)
+    for ids, labels in _take(batches, steps):
+        logits = model.forward(ids)
+        labels = check_labels(labels, logits.shape[0])
+        tally.update(model.loss(labels, logits), labels, logits)
+    if tally.count == 0:
+        raise ValueError("the evaluation data yielded no batch")
+    return tally.result()
+
+
+def predict(model, data, batch_size: int = 32) -> np.ndarray:
+    """Logits (N, 1) for a padded id array (N, L) split into ``batch_size`` rows, or for an
+    iterable of batches (each ``ids`` or ``(ids, labels)``), concatenated in order."""
+    if isinstance(data, np.ndarray) or (isinstance(data, list) and data and np.isscalar(data[0][0])):
+        ids = np.asarray(data)
+        chunks = (ids[i:i + batch_size] for i in range(0, ids.shape[0], batch_size))
+    else:
+        chunks = (batch[0] if isinstance(batch, tuple) else batch for batch in data)
+    outputs = [model.forward(chunk) for chunk in chunks]
+    if not outputs:
+        raise ValueError("predict got no data")
+    return np.concatenate(outputs, axis=0)
+
+
+class LossAndMetrics:
+    """Keras's epoch bookkeeping: loss as a batch-size-weighted mean, metrics accumulated."""
+
+    def __init__(self, metrics):
+        self.metrics = list(metrics)
+        for metric in self.metrics:
+            metric.reset_state()
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, loss: float, labels: np.ndarray, logits: np.ndarray) -> None:
+        self.loss_sum += loss * logits.shape[0]
+        self.count += logits.shape[0]
+        for metric in self.metrics:
+            metric.update_state(labels, logits)
+
+    def result(self) -> dict[str, float]:
+        logs = {"loss": self.loss_sum / self.count if self.count else float("nan")}
+        logs.update({metric.name: metric.result() for metric in self.metrics})
+        return logs
+
+
+class _PrintEpochSummary(Callback):
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs):
+        print(f"Epoch {epoch + 1}/{self.epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+
+
+def _call(callbacks: Sequence[Callback], hook: str, *args) -> None:
+    for callback in callbacks:
+        getattr(callback, hook)(*args)
+
+
+def _take(batches: Iterable, steps: int | None):
+    """The first ``steps`` batches (all of them for None), without drawing one more."""
+    if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"steps must be a positive integer or None, got {steps!r}")
+    return itertools.islice(batches, steps)
