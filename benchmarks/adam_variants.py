@@ -8,9 +8,10 @@ for a row looked up k times with slices s_1 .. s_k,
 
 This measures, on the real data and the tutorial's settings:
 
-1. S3 / S2 row by row on a real batch: rows seen once (equal), rows repeated with agreeing
-   slices (a subword repeated within one review: S3 = S2 / k), and the padding row, whose slices
-   come from positive and negative reviews and cancel (S3 much larger than S2);
+1. S3 / S2 row by row on real batches, at fresh weights and after the tutorial's 10 epochs:
+   rows seen once (equal), rows repeated with agreeing slices (a subword repeated within one
+   review: S3 = S2 / k), and the padding row, which collects one slice per padding position of
+   every review of the batch (thousands), from positive and negative reviews;
 2. the first Adam step of each kind of row under each Adam (keras2's step is lr * sign(g) for
    every row; keras3's is lr * |g| / sqrt(S3));
 3. the training curve (10 epochs, the tutorial's pipeline and seed) of keras2 and keras3, of
@@ -55,9 +56,12 @@ class PaddingRowSwapped(Adam):
                                  squared, *constants)
 
 
-def row_ratios(data, batches: int = 50) -> dict:
-    """S3 / S2 for each looked-up row of the first ``batches`` real batches, by kind of row."""
+def row_ratios(data, model, batches: int = 50) -> dict:
+    """S3 / S2 for each looked-up row of the first ``batches`` real batches, by kind of row, at
+    ``model``'s weights (its gradients in float64)."""
+    weights = model.get_weights()
     model = npembed.tutorial_model(seed=0, dtype="float64")
+    model.set_weights([w.astype(np.float64) for w in weights])
     kinds: dict[str, list[float]] = {"padding row": [], "seen once in the batch": [],
                                      "repeated within one review": []}
     steps: dict[str, list[list[float]]] = {name: [] for name in kinds}
@@ -94,7 +98,7 @@ def curve(data, variant: str, mask: bool, swapped: bool, epochs: int) -> dict:
     start = time.perf_counter()
     history = model.fit(data.train.batches(10, shuffle_buffer=1000, seed=0), epochs=epochs, verbose=0)
     table = model.get_weights()[0]
-    return {"variant": variant, "mask": mask, "padding row swapped": swapped,
+    return model, {"variant": variant, "mask": mask, "padding row swapped": swapped,
             "loss": [round(x, 4) for x in history.history["loss"]],
             "padding row norm": float(np.linalg.norm(table[0])),
             "mean row norm": float(np.linalg.norm(table[1:], axis=1).mean()),
@@ -102,10 +106,11 @@ def curve(data, variant: str, mask: bool, swapped: bool, epochs: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| row | rows | median S3 / S2 | keras3's first step / keras2's |", "|---|---|---|---|"]
-    for kind, row in results["rows"].items():
-        lines.append(f"| {kind} | {row['rows']:,} | {row['median S3/S2']:.3g} | "
-                     f"{row['median keras3 step / keras2 step']:.3g} |")
+    lines = ["| weights | row | rows | median S3 / S2 | keras3's first step / keras2's |", "|---|---|---|---|---|"]
+    for weights, label in (("fresh", "fresh"), ("trained", "after 10 epochs (keras2)")):
+        for kind, row in results["rows"][weights].items():
+            lines.append(f"| {label} | {kind} | {row['rows']:,} | {row['median S3/S2']:.3g} | "
+                         f"{row['median keras3 step / keras2 step']:.3g} |")
     lines += ["", "| Adam | mask | padding row's S | loss after epoch 1 | after epoch 10 | "
               "|padding row| after 10 |", "|---|---|---|---|---|---|"]
     lines.append(f"| the tutorial (TF 2.1 tf.keras) | no | - | {TUTORIAL_LOSS[0]:.4f} | {TUTORIAL_LOSS[-1]:.4f} | - |")
@@ -125,12 +130,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     from npembed.datasets import load_imdb_subwords8k
     data = load_imdb_subwords8k(args.data, progress=False)
-    results = {"rows": row_ratios(data), "curves": []}
+    results = {"rows": {"fresh": row_ratios(data, npembed.tutorial_model(seed=0))}, "curves": []}
     for variant, mask, swapped in [("keras2", False, False), ("keras3", False, False),
                                    ("keras2", False, True), ("keras3", False, True),
                                    ("keras2", True, False), ("keras3", True, False)]:
-        results["curves"].append(curve(data, variant, mask, swapped, args.epochs))
-        print(results["curves"][-1], flush=True)
+        model, run = curve(data, variant, mask, swapped, args.epochs)
+        results["curves"].append(run)
+        if (variant, mask, swapped) == ("keras2", False, False):
+            results["rows"]["trained"] = row_ratios(data, model)
+        print(run, flush=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(markdown(results))
 
