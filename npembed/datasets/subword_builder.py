@@ -1,0 +1,272 @@
+"""The fast twin of ``SubwordEncoder.build_from_corpus`` and of encoding many texts: NumPy, one core.
+
+``subwords.py`` holds the readable port of tfds's builder; the tests hold this module to it, output
+for output (the same subwords in the same order, the same ids).  What makes it fast:
+
+1. **Every substring once.**  tfds's builder hashes ``token[start:end]`` strings again and again:
+   14 candidate ``min_count`` values x 4 refinement iterations x about 5.1 million (token, start,
+   end) triples for the IMDB train split.  Here every distinct substring of length 1..20 of every
+   distinct token gets an integer *node* id once, level by level, like a trie of all the tokens'
+   suffixes: the substring of length L at position p is the pair (node of length L-1 at p,
+   character at p+L-1), numbered by ``np.unique``.  Node ids of one length are contiguous, and
+   each node knows its *parent*, the node of its first L-1 characters (its longest proper prefix).
+2. **Counting is a bincount.**  One iteration of tfds's loop counts, for every segment start of
+   every token (its greedy split by the current subwords), the substrings that start there,
+   weighted by the token's count.  With node ids that is ``np.bincount`` over the triples whose
+   start is a segment start.  The first iteration's split uses no subwords, so its counts do not
+   depend on ``min_count``: they are computed once for the whole search.
+3. **The prefix subtraction is a pass over lengths.**  tfds walks the candidates longest first and
+   subtracts each accepted subword's count from all its proper prefixes.  A node's total
+   subtraction is the sum over its children of (the child's own subtraction + the child's count
+   if accepted), so one bincount per length, longest first, does them all.
+4. **The greedy split is vectorised**: for each position the longest subword starting there
+   (one boolean gather per length), then the segment starts are followed from each token's
+   first position, all tokens at once (one round per segment of the longest token).
+
+Encoding (``encode_texts``): each review is cut into tfds's tokens by one regular expression, the
+distinct tokens are encoded once by the reference encoder, and the ids are gathered with NumPy.
+"""
+from __future__ import annotations
+
+import collections
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from npembed.datasets.subwords import (NUM_BYTES, UNDERSCORE_REPLACEMENT, SubwordEncoder, _token_counts)
+
+# tfds's tokens after ``_prepare_tokens_for_encode``, found in one pass: a word run followed by
+# exactly one space (the space then becomes the word's trailing "_"), a word run, a non-word run.
+# A non-word run is never followed by a lone space token (the runs are maximal), so only words merge.
+_PREPARED_TOKEN_RE = re.compile(r"\w+ (?=\w|\Z)|\w+|\W+", flags=re.UNICODE)
+_WORD_RE = re.compile(r"\w", flags=re.UNICODE)
+
+
+# ---------------------------------------------------------------------------------- tokens
+def _raw_to_prepared(raw: str) -> str:
+    """A token as ``_PREPARED_TOKEN_RE`` finds it -> the token tfds counts and encodes: ``_``
+    escaped, and a word's trailing space written as ``_``."""
+    if raw.endswith(" ") and _WORD_RE.match(raw):
+        return raw[:-1].replace("_", UNDERSCORE_REPLACEMENT) + "_"
+    return raw.replace("_", UNDERSCORE_REPLACEMENT)
+
+
+def token_counts(corpus: Iterable[str | bytes]) -> dict[str, int]:
+    """``subwords._token_counts`` (tfds's ``_token_counts_from_generator``), with the tokens of
+    each text found by one regular expression and counted by ``collections.Counter`` in C.
+
+    A text that spells the escape sequence ``\\&undsc`` itself goes through the reference
+    tokenizer, which splits it out as a reserved token.
+    """
+    raw_counts: collections.Counter[str] = collections.Counter()
+    special = []
+    for text in corpus:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        if UNDERSCORE_REPLACEMENT in text:
+            special.append(text)
+        else:
+            raw_counts.update(_PREPARED_TOKEN_RE.findall(text))
+    counts: dict[str, int] = collections.defaultdict(int)
+    for raw, count in raw_counts.items():
+        counts[_raw_to_prepared(raw)] += count
+    for token, count in _token_counts(special).items():
+        counts[token] += count
+    return counts
+
+
+# ---------------------------------------------------------------------------------- substrings
+class SubstringTable:
+    """Integer ids ("nodes") for every distinct substring of length 1..max_length of ``tokens``.
+
+    Positions index the concatenation of the tokens' characters (code points), N of them.
+    Nodes, K of them, are numbered length by length: the nodes of length L are
+    ``level_start[L-1] <= node < level_start[L]``.  Arrays:
+
+        deepest      (N,) int32     node of ``text[p : p + min(max_length, end - p)]``, the longest
+                                    substring starting at p inside its token
+        parent       (K,) int32     node of the first L-1 characters (-1 for L = 1); the nodes of
+                                    ``text[p:p+l]`` for l = 1..L are deepest[p] and its ancestors
+        first_pos    (K,) int64     a position where the substring occurs
+        multibyte    (K,) bool      its UTF-8 form has more than one byte
+    """
+
+    def __init__(self, tokens: Sequence[str], max_length: int):
+        self.text = "".join(tokens)
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        self.token_end = np.cumsum(lengths)                     # one past each token's last character
+        self.token_start = self.token_end - lengths
+        self.token_of_position = np.repeat(np.arange(len(lengths)), lengths)
+        self.position_end = self.token_end[self.token_of_position]   # (N,) end of the token holding p
+        codes = np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
+        alphabet, chars = np.unique(codes, return_inverse=True)   # dense character ids
+        chars = chars.astype(np.int64).ravel()
+        num_chars = len(alphabet)
+
+        starts = np.arange(len(codes), dtype=np.int64)           # positions with >= L characters left
+        keys = chars                                             # (starts,) identifies text[p:p+L]
+        self.deepest = np.zeros(len(codes), dtype=np.int32)
+        parents, first_positions, self.level_start = [], [], [0]
+        for length in range(1, max_length + 1):
+            unique_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            base = self.level_start[-1]
+            node = inverse.ravel().astype(np.int64) + base
+            self.deepest[starts] = node                          # longer substrings overwrite later
+            parents.append(np.full(len(unique_keys), -1) if length == 1 else unique_keys // num_chars)
+            first_positions.append(starts[first])
+            self.level_start.append(base + len(unique_keys))
+            longer = self.position_end[starts] - starts > length
+            starts, keys = starts[longer], node[longer] * num_chars + chars[starts[longer] + length]
+            if starts.size == 0:
+                break
+        self.num_nodes = self.level_start[-1]
+        self.num_levels = len(self.level_start) - 1
+        self.parent = np.concatenate(parents).astype(np.int32)
+        self.first_pos = np.concatenate(first_positions)
+        self.multibyte = np.ones(self.num_nodes, dtype=bool)
+        self.multibyte[:self.level_start[1]] = alphabet >= 0x80
+
+    def level(self, length: int) -> slice:
+        """The nodes of substrings of ``length`` characters."""
+        return slice(self.level_start[length - 1], self.level_start[length])
+
+    def strings(self, nodes: np.ndarray) -> list[str]:
+        lengths = np.searchsorted(self.level_start, nodes, side="right")
+        return [self.text[p:p + n] for p, n in zip(self.first_pos[nodes].tolist(), lengths.tolist())]
+
+    def find(self, substring: str) -> int:
+        """The node of ``substring``, or -1 when no token contains it (or it is too long)."""
+        length = len(substring)
+        position = self.text.find(substring)
+        while position >= 0 and 0 < length <= self.num_levels:
+            if self.position_end[position] - position >= length:
+                node = int(self.deepest[position])
+                while node >= self.level_start[length]:
+                    node = int(self.parent[node])
+                return node
+            position = self.text.find(substring, position + 1)
+        return -1
+
+    def sum_to_ancestors(self, own: np.ndarray) -> np.ndarray:
+        """(K,) ``total[n] = own[n] + total of n's children``: a node's value plus its descendants'."""
+        total = own.copy()
+        for length in range(self.num_levels, 1, -1):
+            level, below = self.level(length), self.level(length - 1)
+            total[below] += np.bincount(self.parent[level] - below.start, weights=total[level],
+                                        minlength=below.stop - below.start).astype(total.dtype)
+        return total
+
+
+# ---------------------------------------------------------------------------------- building
+class FastBuilder:
+    """``SubwordEncoder.build_from_corpus`` on a :class:`SubstringTable` of the corpus's tokens."""
+
+    def __init__(self, token_counts: dict[str, int], max_subword_length: int = 20):
+        tokens = list(token_counts)
+        self.table = SubstringTable(tokens, max_subword_length)
+        counts = np.fromiter((token_counts[t] for t in tokens), dtype=np.float64, count=len(tokens))
+        self.position_weight = counts[self.table.token_of_position]    # (N,) count of p's token
+        self.token_counts = token_counts
+        self.escape_node = self.table.find(UNDERSCORE_REPLACEMENT)
+        self.first_counts = self._count(self._segment_starts(np.zeros(0, dtype=np.int64)))
+
+    def build(self, min_token_count: int, num_iterations: int = 4) -> list[str]:
+        """The subwords of ``_build_from_token_counts(token_counts, min_token_count, ...)``:
+        ``num_iterations`` rounds of split, count, select, each splitting by the last one's subwords."""
+        subword_nodes = np.zeros(0, dtype=np.int64)
+        subwords: list[str] = []
+        for iteration in range(num_iterations):
+            counts = self.first_counts if iteration == 0 else self._count(self._segment_starts(subword_nodes))
+            subword_nodes, subwords = self._select(counts, min_token_count)
+        return subwords
+
+    def build_from_corpus(self, target_vocab_size: int, progress=None) -> SubwordEncoder:
+        """tfds's binary search over ``min_count`` (see ``SubwordEncoder.build_from_corpus``)."""
+        def search(low: int, high: int) -> SubwordEncoder:
+            candidate = (low + high) // 2
+            encoder = SubwordEncoder(self.build(candidate))
+            if progress:
+                progress(f"min_count={candidate}: vocab_size={encoder.vocab_size}")
+            size = encoder.vocab_size
+            if abs(size - target_vocab_size) * 100 < target_vocab_size or low >= high or candidate <= 1:
+                return encoder
+            if size > target_vocab_size:
+                other = search(candidate + 1, high)
+            else:
+                other = search(low, candidate - 1)
+            if abs(size - target_vocab_size) < abs(other.vocab_size - target_vocab_size):
+                return encoder
+            return other
+
+        values = self.token_counts.values()
+        return search(max(min(values), 1), max(values))
+
+    def _segment_starts(self, subword_nodes: np.ndarray) -> np.ndarray:
+        """(N,) bool: where the greedy longest-match split of each token by the subwords
+        ``subword_nodes`` starts a segment (``_token_to_subwords``).  The escape sequence
+        ``\\&undsc`` always matches; a character that starts no match is a segment alone."""
+        table = self.table
+        matches = np.zeros(table.num_nodes, dtype=bool)
+        matches[subword_nodes] = True
+        if self.escape_node >= 0:
+            matches[self.escape_node] = True
+        # longest[n]: the length of the longest matching prefix of node n (0: none), root first
+        longest = np.zeros(table.num_nodes, dtype=np.int8)
+        for length in range(1, table.num_levels + 1):
+            level = table.level(length)
+            inherited = longest[table.parent[level]] if length > 1 else 0
+            longest[level] = np.where(matches[level], length, inherited)
+        step = np.maximum(longest[table.deepest], 1)             # (N,) segment length starting at p
+        is_start = np.zeros(len(step), dtype=bool)
+        frontier = table.token_start[table.token_end > table.token_start]
+        while frontier.size:                                     # one round per segment, all tokens
+            is_start[frontier] = True
+            following = frontier + step[frontier]
+            frontier = following[following < table.position_end[frontier]]
+        return is_start
+
+    def _count(self, is_start: np.ndarray) -> np.ndarray:
+        """(K,) int64: tfds's ``subword_counts``: for each substring, the summed count of the
+        tokens in which it begins at a segment start.  Each segment start adds its token's count
+        to its deepest node; a node's count is then its own plus its descendants'."""
+        starts = np.flatnonzero(is_start)
+        own = np.bincount(self.table.deepest[starts], weights=self.position_weight[starts],
+                          minlength=self.table.num_nodes).astype(np.int64)
+        return self.table.sum_to_ancestors(own)
+
+    def _select(self, counts: np.ndarray, min_token_count: int) -> tuple[np.ndarray, list[str]]:
+        """tfds's candidate pass: longest first, a substring whose count (less what its accepted
+        extensions took) reaches ``min_token_count`` is accepted and its count is taken from every
+        proper prefix; single-byte characters are never candidates.  Returns the accepted nodes
+        and subwords, sorted as tfds sorts ``(count, subword)`` pairs, descending."""
+        table = self.table
+        taken = np.zeros(table.num_nodes, dtype=np.int64)          # subtracted by accepted extensions
+        accepted_nodes, accepted_counts = [], []
+        for length in range(table.num_levels, 0, -1):
+            level = table.level(length)
+            remaining = counts[level] - taken[level]
+            accepted = (remaining >= min_token_count) & table.multibyte[level]
+            index = np.flatnonzero(accepted)
+            accepted_nodes.append(index + level.start)
+            accepted_counts.append(remaining[index])
+            if length > 1:
+                below = table.level(length - 1)
+                passed_on = taken[level] + np.where(accepted, remaining, 0)
+                taken[below] += np.bincount(table.parent[level] - below.start, weights=passed_on,
+                                            minlength=below.stop - below.start).astype(np.int64)
+        nodes = np.concatenate(accepted_nodes)
+        pairs = sorted(zip(np.concatenate(accepted_counts).tolist(), table.strings(nodes), nodes.tolist()),
+                       reverse=True)
+        return np.array([n for _, _, n in pairs], dtype=np.int64), [s for _, s, _ in pairs]
+
+
+def build_from_corpus(corpus: Iterable[str | bytes], target_vocab_size: int, max_subword_length: int = 20,
+                      progress=None) -> SubwordEncoder:
+    """Fast ``SubwordEncoder.build_from_corpus``: the same encoder (see the module docstring)."""
+    if target_vocab_size < NUM_BYTES + 2:
+        raise ValueError(f"target_vocab_size must be >= {NUM_BYTES + 2}, got {target_vocab_size}")
+    counts = token_counts(corpus)
+    if not counts:
+        raise ValueError("cannot build a vocabulary from an empty corpus")
+    return FastBuilder(counts, max_subword_length).build_from_corpus(target_vocab_size, progress)
