@@ -28,13 +28,15 @@ distinct tokens are encoded once by the reference encoder, and the ids are gathe
 """
 from __future__ import annotations
 
-import collections
+import dataclasses
+import itertools
 import re
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from npembed.datasets.subwords import (NUM_BYTES, UNDERSCORE_REPLACEMENT, SubwordEncoder, _token_counts)
+from npembed.datasets.subwords import (NUM_BYTES, UNDERSCORE_REPLACEMENT, SubwordEncoder, _prepare_tokens_for_encode,
+                                       _Tokenizer)
 
 # tfds's tokens after ``_prepare_tokens_for_encode``, found in one pass: a word run followed by
 # exactly one space (the space then becomes the word's trailing "_"), a word run, a non-word run.
@@ -52,28 +54,96 @@ def _raw_to_prepared(raw: str) -> str:
     return raw.replace("_", UNDERSCORE_REPLACEMENT)
 
 
-def token_counts(corpus: Iterable[str | bytes]) -> dict[str, int]:
-    """``subwords._token_counts`` (tfds's ``_token_counts_from_generator``), with the tokens of
-    each text found by one regular expression and counted by ``collections.Counter`` in C.
+@dataclasses.dataclass
+class Tokenized:
+    """Texts cut into tfds's prepared tokens (``_prepare_tokens_for_encode(tokenize(text))``).
 
-    A text that spells the escape sequence ``\\&undsc`` itself goes through the reference
-    tokenizer, which splits it out as a reserved token.
+    tokens        the distinct tokens, T of them
+    token_index   (M,) int32: the tokens of every text in order, as indices into ``tokens``
+    offsets       (R+1,) int64: text r's tokens are ``token_index[offsets[r]:offsets[r+1]]``
     """
-    raw_counts: collections.Counter[str] = collections.Counter()
-    special = []
-    for text in corpus:
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
+
+    tokens: list[str]
+    token_index: np.ndarray
+    offsets: np.ndarray
+
+    def counts(self) -> dict[str, int]:
+        """Token -> occurrences (tfds's ``_token_counts_from_generator``)."""
+        counts = np.bincount(self.token_index, minlength=len(self.tokens)).tolist()
+        return {token: count for token, count in zip(self.tokens, counts) if count}
+
+
+class _Numbering(dict):
+    """key -> 0, 1, 2, ... in order of first lookup (``__getitem__`` numbers a new key)."""
+
+    def __missing__(self, key):
+        number = self[key] = len(self)
+        return number
+
+
+def tokenize(texts: Iterable[str | bytes]) -> Tokenized:
+    """Cut every text into tfds's tokens: one regular expression per text, every token numbered
+    by a dict lookup from C (``map``), each distinct token prepared once.  A text that spells the
+    escape sequence ``\\&undsc`` itself goes through the reference tokenizer, which splits it out
+    as a reserved token; its tokens are numbered as ``(token,)`` so as not to be prepared twice."""
+    numbering = _Numbering()
+    reference = _Tokenizer({UNDERSCORE_REPLACEMENT})
+    pieces, lengths = [], []
+    for text in texts:
+        text = text.decode("utf-8") if isinstance(text, bytes) else text
         if UNDERSCORE_REPLACEMENT in text:
-            special.append(text)
+            found = [(token,) for token in _prepare_tokens_for_encode(reference.tokenize(text))]
         else:
-            raw_counts.update(_PREPARED_TOKEN_RE.findall(text))
-    counts: dict[str, int] = collections.defaultdict(int)
-    for raw, count in raw_counts.items():
-        counts[_raw_to_prepared(raw)] += count
-    for token, count in _token_counts(special).items():
-        counts[token] += count
-    return counts
+            found = _PREPARED_TOKEN_RE.findall(text)
+        pieces.append(np.fromiter(map(numbering.__getitem__, found), dtype=np.int32, count=len(found)))
+        lengths.append(len(found))
+    # number the prepared tokens; two found forms never prepare to the same token, except that a
+    # reference-tokenized text may repeat a token of the others
+    tokens = _Numbering()
+    prepared = np.fromiter((tokens[key[0] if isinstance(key, tuple) else _raw_to_prepared(key)]
+                            for key in numbering), dtype=np.int32, count=len(numbering))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    token_index = prepared[np.concatenate(pieces)] if pieces else np.zeros(0, dtype=np.int32)
+    return Tokenized(list(tokens), token_index, offsets)
+
+
+def token_counts(corpus: Iterable[str | bytes]) -> dict[str, int]:
+    """``subwords._token_counts`` (tfds's ``_token_counts_from_generator``), fast."""
+    return tokenize(corpus).counts()
+
+
+def encode_tokenized(encoder: SubwordEncoder, tokenized: Tokenized) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (total,) int32, offsets (R+1,) int64): text r's ids are ``ids[offsets[r]:offsets[r+1]]``,
+    equal to ``encoder.encode(text r)``.  Each distinct token is encoded once by the reference
+    encoder; the ids of the texts are then one gather.
+
+    Valid for an encoder whose only reserved token is the escape sequence (one without mixed
+    letter/punctuation subwords, as subwords8k): otherwise its tokenizer splits such subwords
+    out first and :func:`encode_texts` uses the reference encoder text by text.
+    """
+    per_token = [encoder._token_to_ids(token) for token in tokenized.tokens]
+    token_length = np.fromiter(map(len, per_token), dtype=np.int64, count=len(per_token))
+    token_start = np.zeros(len(per_token) + 1, dtype=np.int64)
+    np.cumsum(token_length, out=token_start[1:])
+    token_ids = np.fromiter(itertools.chain.from_iterable(per_token), dtype=np.int32, count=int(token_start[-1])) + 1
+    # each occurrence o of token t copies token_ids[token_start[t] : token_start[t] + token_length[t]]
+    occurrence_length = token_length[tokenized.token_index]
+    occurrence_end = np.cumsum(occurrence_length)
+    shift = np.repeat(token_start[tokenized.token_index] - (occurrence_end - occurrence_length), occurrence_length)
+    ids = token_ids[np.arange(int(occurrence_end[-1]) if len(occurrence_end) else 0) + shift]
+    offsets = np.concatenate([[0], occurrence_end])[tokenized.offsets]
+    return ids, offsets.astype(np.int64)
+
+
+def encode_texts(encoder: SubwordEncoder, texts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, offsets) of ``[encoder.encode(t) for t in texts]``, flattened (see encode_tokenized)."""
+    if encoder._tokenizer._reserved != {UNDERSCORE_REPLACEMENT}:
+        per_text = [encoder.encode(text) for text in texts]
+        lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
+        ids = np.fromiter(itertools.chain.from_iterable(per_text), dtype=np.int32, count=int(lengths.sum()))
+        return ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return encode_tokenized(encoder, tokenize(texts))
 
 
 # ---------------------------------------------------------------------------------- substrings
@@ -266,7 +336,7 @@ def build_from_corpus(corpus: Iterable[str | bytes], target_vocab_size: int, max
     """Fast ``SubwordEncoder.build_from_corpus``: the same encoder (see the module docstring)."""
     if target_vocab_size < NUM_BYTES + 2:
         raise ValueError(f"target_vocab_size must be >= {NUM_BYTES + 2}, got {target_vocab_size}")
-    counts = token_counts(corpus)
+    counts = tokenize(corpus).counts()
     if not counts:
         raise ValueError("cannot build a vocabulary from an empty corpus")
     return FastBuilder(counts, max_subword_length).build_from_corpus(target_vocab_size, progress)
