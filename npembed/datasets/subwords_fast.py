@@ -234,7 +234,9 @@ class FastBuilder:
 
     def __init__(self, token_counts: dict[str, int], max_subword_length: int = 20):
         tokens = list(token_counts)
-        self.table = SubstringTable(tokens, max_subword_length)
+        # the split also matches the 7-character escape sequence, even with shorter subwords
+        self.max_subword_length = max_subword_length
+        self.table = SubstringTable(tokens, max(max_subword_length, len(UNDERSCORE_REPLACEMENT)))
         counts = np.fromiter((token_counts[t] for t in tokens), dtype=np.float64, count=len(tokens))
         self.position_weight = counts[self.table.token_of_position]    # (N,) count of p's token
         self.token_counts = token_counts
@@ -313,7 +315,7 @@ class FastBuilder:
         table = self.table
         taken = np.zeros(table.num_nodes, dtype=np.int64)          # subtracted by accepted extensions
         accepted_nodes, accepted_counts = [], []
-        for length in range(table.num_levels, 0, -1):
+        for length in range(min(table.num_levels, self.max_subword_length), 0, -1):
             level = table.level(length)
             remaining = counts[level] - taken[level]
             accepted = (remaining >= min_token_count) & table.multibyte[level]
