@@ -17,8 +17,8 @@ export NPEMBED_DATA := $(DATA)
 .PHONY: install install-train train test quick-bench bench clean
 
 # Two installs: `make train` takes only what training uses (NumPy, plus tqdm and matplotlib for
-# its progress bars and figures: setup.cfg's `train` extra, about 60 MB); `make test` takes
-# everything (`all`: TensorFlow and tensorflow-datasets for the parity tests, about 600 MB more).
+# its progress bars and figures: setup.cfg's `train` extra; its .venv measured 198 MB); `make test`
+# takes everything (`all`: TensorFlow and tensorflow-datasets for the parity tests, and more).
 install: $(VENV)/.installed
 
 install-train: $(VENV)/.installed-train
