@@ -132,10 +132,12 @@ def test_real_corpus_one_min_count_equals_the_reference(imdb):
     assert subwords_fast.FastBuilder(counts).build(186) == expected == imdb.encoder.subwords
 
 
-def test_killed_prepare_leaves_no_process(tmp_path):
-    """``npembed prepare`` killed with SIGKILL while it encodes leaves nothing running: it starts
-    no worker processes (before issue #14 its encoding pool's workers outlived it, blocked on a
-    pipe).  Runs prepare in a new session and looks for any process of that session after."""
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_prepare_leaves_no_process(tmp_path, signal_number):
+    """``npembed prepare`` killed while its helper process cuts the test reviews into tokens
+    leaves nothing running: the helper dies with it (before issue #14 the encoding pool's
+    workers outlived a killed prepare, blocked on a pipe).  Runs prepare in a new session, kills
+    it once it builds the vocabulary, then looks for any process of that session."""
     path = real_data_path()
     if not os.path.isdir("/proc"):
         pytest.skip("looks for processes in /proc (Linux)")
@@ -147,22 +149,29 @@ def test_killed_prepare_leaves_no_process(tmp_path):
                                start_new_session=True)
     try:
         for line in prepare.stderr:
-            if "encoding" in line:
+            if "building the subwords8k vocabulary" in line:
                 break
         else:
-            pytest.fail(f"prepare ended (rc {prepare.wait()}) before it encoded")
-        children = _session_processes(prepare.pid)
-        os.kill(prepare.pid, signal.SIGKILL)
+            pytest.fail(f"prepare ended (rc {prepare.wait()}) before it built the vocabulary")
+        running = _session_processes(prepare.pid)
+        os.kill(prepare.pid, signal_number)
         prepare.wait()
     finally:
         if prepare.poll() is None:
             prepare.kill()
             prepare.wait()
-    assert children == [prepare.pid]                          # while encoding: prepare alone
-    deadline = time.monotonic() + 5
+    assert len(running) == 2 and prepare.pid in running      # prepare and its helper
+    deadline = time.monotonic() + 1                      # the helper takes seconds to finish its work
     while _session_processes(prepare.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert _session_processes(prepare.pid) == []
+
+
+def test_background_returns_the_result_or_raises():
+    from npembed.datasets import background
+    assert background.start(sorted, [3, 1, 2]).result() == [1, 2, 3]
+    with pytest.raises(ZeroDivisionError):
+        background.start(divmod, 1, 0).result()
 
 
 def _session_processes(session_id: int) -> list[int]:

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from npembed.datasets import background
 from npembed.datasets.batching import EncodedSplit
 from npembed.datasets.cache import Cache
 from npembed.datasets.sources import (SPLITS, DataError, DataSource, Review, fingerprint, read_reviews,
@@ -59,8 +60,8 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
     cache_dir: default ``$NPEMBED_CACHE`` or ``~/.cache/npembed``.
     vocab:     an existing ``.subwords`` file to encode with instead of building one.
     progress:  print what the slow steps are doing to stderr.
-    workers:   unused: building and encoding run in this process, vectorised (kept so that
-               existing calls still work).
+    workers:   unused: building and encoding are vectorised, with at most one helper process
+               (background.py; kept so that existing calls still work).
     """
     source = resolve_source(data)
     if source.kind == "tfds":
@@ -81,7 +82,10 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
 
     say(f"reading reviews from {source.describe()}")
     reviews = read_reviews(source)
-    tokenized: dict[str, Tokenized] = {}                   # the train split's, when built here
+    # the test reviews are cut into tokens on the other core while this one builds the vocabulary
+    test_tokens = (background.start(tokenize, [r.text for r in reviews["test"]]) if cached["test"] is None
+                   else None)
+    tokenized: dict[str, Tokenized] = {}
     if cache.is_valid(VOCAB_FILE):
         encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
     else:
@@ -97,6 +101,8 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
             say(f"vocabulary built: vocab_size {encoder.vocab_size} in {time.perf_counter() - start:.0f} s")
         encoder.save_to_file(cache.path("vocab"))
         cache.seal(VOCAB_FILE)
+    if test_tokens is not None:
+        tokenized["test"] = test_tokens.result()
     for name in SPLITS:
         if cached[name] is None:
             cached[name] = encode_split(name, reviews[name], encoder, say, tokenized.get(name))
