@@ -67,6 +67,18 @@ def test_every_min_count_gives_the_reference_subwords(name, max_subword_length):
 
 
 @pytest.mark.parametrize("name", sorted(CORPORA))
+@pytest.mark.parametrize("max_subword_length", [3, 20])
+def test_token_ids_equal_the_reference_encoders(name, max_subword_length):
+    """All tokens' ids at once (the split, subword ids, the escape, UTF-8 byte fallbacks)."""
+    counts = _token_counts(CORPORA[name])
+    fast = subwords_fast.FastBuilder(counts, max_subword_length)
+    for min_count in (1, 2, 3, 5, 20):
+        nodes, subwords = fast._build(min_count)
+        encoder = SubwordEncoder(subwords)
+        assert fast.token_ids(nodes) == [encoder._token_to_ids(token) for token in counts], min_count
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
 @pytest.mark.parametrize("target", [260, 300, 400])
 def test_build_from_corpus_equals_the_reference(name, target):
     corpus = CORPORA[name]

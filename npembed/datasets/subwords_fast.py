@@ -1,30 +1,34 @@
-"""The fast twin of ``SubwordEncoder.build_from_corpus`` and of encoding many texts: NumPy, one core.
+"""The fast twin of ``SubwordEncoder.build_from_corpus`` and of encoding many texts, in NumPy.
 
 ``subwords.py`` holds the readable port of tfds's builder; the tests hold this module to it, output
 for output (the same subwords in the same order, the same ids).  What makes it fast:
 
 1. **Every substring once.**  tfds's builder hashes ``token[start:end]`` strings again and again:
-   14 candidate ``min_count`` values x 4 refinement iterations x about 5.1 million (token, start,
-   end) triples for the IMDB train split.  Here every distinct substring of length 1..20 of every
-   distinct token gets an integer *node* id once, level by level, like a trie of all the tokens'
-   suffixes: the substring of length L at position p is the pair (node of length L-1 at p,
-   character at p+L-1), numbered by ``np.unique``.  Node ids of one length are contiguous, and
-   each node knows its *parent*, the node of its first L-1 characters (its longest proper prefix).
+   for the IMDB train split, 16 candidate ``min_count`` values x 4 refinement iterations x about
+   5.1 million (token, start, end) triples of 136,656 distinct tokens.  Here every distinct
+   substring of length 1..20 of every distinct token gets an integer *node* id once, length by
+   length, like a trie of all the tokens' suffixes: the substring of length L at position p is
+   the pair (node of length L-1 at p, character at p+L-1), numbered by ``np.unique``.  Node ids
+   of one length are contiguous, and each node knows its *parent*, the node of its first L-1
+   characters (its longest proper prefix).
 2. **Counting is a bincount.**  One iteration of tfds's loop counts, for every segment start of
    every token (its greedy split by the current subwords), the substrings that start there,
-   weighted by the token's count.  With node ids that is ``np.bincount`` over the triples whose
-   start is a segment start.  The first iteration's split uses no subwords, so its counts do not
-   depend on ``min_count``: they are computed once for the whole search.
+   weighted by the token's count.  Each segment start adds its token's count to the longest
+   substring starting there (one ``np.bincount``); one pass over lengths, longest first, adds
+   every node's count to its parent.  The first iteration splits by no subwords, so its counts
+   do not depend on ``min_count``: they are computed once for the whole search.
 3. **The prefix subtraction is a pass over lengths.**  tfds walks the candidates longest first and
-   subtracts each accepted subword's count from all its proper prefixes.  A node's total
-   subtraction is the sum over its children of (the child's own subtraction + the child's count
-   if accepted), so one bincount per length, longest first, does them all.
-4. **The greedy split is vectorised**: for each position the longest subword starting there
-   (one boolean gather per length), then the segment starts are followed from each token's
-   first position, all tokens at once (one round per segment of the longest token).
+   subtracts each accepted subword's count from all its proper prefixes.  A node loses what its
+   children lost plus the counts of those of them accepted, so one bincount per length, longest
+   first, does them all.
+4. **The greedy split is vectorised**: the longest subword starting at each position is the
+   longest matching prefix of its longest substring, found for all nodes in one pass over
+   lengths; then the segment starts are followed from each token's first position, all tokens
+   at once (one round per segment of the longest token).
 
 Encoding (``encode_texts``): each review is cut into tfds's tokens by one regular expression, the
-distinct tokens are encoded once by the reference encoder, and the ids are gathered with NumPy.
+distinct tokens are encoded once (by the reference encoder, or for the corpus the vocabulary was
+built from, all at once by :meth:`FastBuilder.token_ids`), and the ids are gathered with NumPy.
 """
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ from npembed.datasets.subwords import (NUM_BYTES, UNDERSCORE_REPLACEMENT, Subwor
 # tfds's tokens after ``_prepare_tokens_for_encode``, found in one pass: a word run followed by
 # exactly one space (the space then becomes the word's trailing "_"), a word run, a non-word run.
 # A non-word run is never followed by a lone space token (the runs are maximal), so only words merge.
-_PREPARED_TOKEN_RE = re.compile(r"\w+ (?=\w|\Z)|\w+|\W+", flags=re.UNICODE)
+# (Written so that nothing backtracks: ``\w+`` takes the whole run, then the space is optional.)
+_PREPARED_TOKEN_RE = re.compile(r"\w+(?: (?=\w|\Z))?|\W+", flags=re.UNICODE)
 _WORD_RE = re.compile(r"\w", flags=re.UNICODE)
 
 
@@ -170,6 +175,7 @@ class SubstringTable:
         self.token_of_position = np.repeat(np.arange(len(lengths)), lengths)
         self.position_end = self.token_end[self.token_of_position]   # (N,) end of the token holding p
         codes = np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
+        self.codes = codes                                       # (N,) code point at each position
         alphabet, chars = np.unique(codes, return_inverse=True)   # dense character ids
         chars = chars.astype(np.int64).ravel()
         num_chars = len(alphabet)
@@ -246,33 +252,76 @@ class FastBuilder:
     def build(self, min_token_count: int, num_iterations: int = 4) -> list[str]:
         """The subwords of ``_build_from_token_counts(token_counts, min_token_count, ...)``:
         ``num_iterations`` rounds of split, count, select, each splitting by the last one's subwords."""
+        return self._build(min_token_count, num_iterations)[1]
+
+    def _build(self, min_token_count: int, num_iterations: int = 4) -> tuple[np.ndarray, list[str]]:
         subword_nodes = np.zeros(0, dtype=np.int64)
         subwords: list[str] = []
         for iteration in range(num_iterations):
             counts = self.first_counts if iteration == 0 else self._count(self._segment_starts(subword_nodes))
             subword_nodes, subwords = self._select(counts, min_token_count)
-        return subwords
+        return subword_nodes, subwords
 
     def build_from_corpus(self, target_vocab_size: int, progress=None) -> SubwordEncoder:
-        """tfds's binary search over ``min_count`` (see ``SubwordEncoder.build_from_corpus``)."""
-        def search(low: int, high: int) -> SubwordEncoder:
+        """tfds's binary search over ``min_count`` (see ``SubwordEncoder.build_from_corpus``).
+        The encoder returned already knows the ids of every token of the corpus (its cache is
+        filled by :meth:`token_ids`, so encoding the corpus encodes no token one by one)."""
+        def search(low: int, high: int) -> tuple[SubwordEncoder, np.ndarray]:
             candidate = (low + high) // 2
-            encoder = SubwordEncoder(self.build(candidate))
+            nodes, subwords = self._build(candidate)
+            encoder = SubwordEncoder(subwords)
             if progress:
                 progress(f"min_count={candidate}: vocab_size={encoder.vocab_size}")
             size = encoder.vocab_size
             if abs(size - target_vocab_size) * 100 < target_vocab_size or low >= high or candidate <= 1:
-                return encoder
+                return encoder, nodes
             if size > target_vocab_size:
                 other = search(candidate + 1, high)
             else:
                 other = search(low, candidate - 1)
-            if abs(size - target_vocab_size) < abs(other.vocab_size - target_vocab_size):
-                return encoder
+            if abs(size - target_vocab_size) < abs(other[0].vocab_size - target_vocab_size):
+                return encoder, nodes
             return other
 
         values = self.token_counts.values()
-        return search(max(min(values), 1), max(values))
+        encoder, nodes = search(max(min(values), 1), max(values))
+        encoder._token_cache.update(zip(self.token_counts, self.token_ids(nodes)))
+        return encoder
+
+    def token_ids(self, subword_nodes: np.ndarray) -> list[list[int]]:
+        """``[encoder._token_to_ids(t) for t in tokens]`` for the encoder of the subwords
+        ``subword_nodes`` (in id order), all tokens at once: the greedy split, then per segment
+        the subword's id, the escape sequence's (the byte id of ``_``), or an unmatched
+        character's UTF-8 byte ids (``_`` alone: the byte id of a space)."""
+        table, num_subwords = self.table, len(subword_nodes)
+        starts = np.flatnonzero(self._segment_starts(subword_nodes))
+        ends = np.minimum(np.append(starts[1:], len(table.codes)), table.position_end[starts])
+        lengths = ends - starts
+        node = table.deepest[starts].astype(np.int64)            # climb to the segment's own node
+        node_length = np.searchsorted(table.level_start, node, side="right")
+        while np.any(node_length > lengths):
+            climb = node_length > lengths
+            node[climb] = table.parent[node[climb]]
+            node_length[climb] -= 1
+        subword_id = np.full(table.num_nodes, -1, dtype=np.int64)
+        subword_id[subword_nodes] = np.arange(num_subwords)
+        ids = np.where(node == self.escape_node, num_subwords + ord("_"), subword_id[node])
+        # unmatched characters: their UTF-8 bytes, 1 to 4 ids each
+        code = table.codes[starts].astype(np.int64)
+        unmatched = ids < 0
+        width = np.where(unmatched, 1 + (code >= 0x80) + (code >= 0x800) + (code >= 0x10000), 1)
+        out_start = np.concatenate([[0], np.cumsum(width)])
+        out = np.empty(int(out_start[-1]), dtype=np.int64)
+        out[out_start[:-1]] = ids
+        for n in (1, 2, 3, 4):
+            these = np.flatnonzero(unmatched & (width == n))
+            for k, byte in enumerate(_utf8_bytes(code[these], n)):
+                out[out_start[these] + k] = num_subwords + byte
+        space = unmatched & (code == ord("_"))
+        out[out_start[:-1][space]] = num_subwords + ord(" ")
+        token_bounds = out_start[np.searchsorted(starts, table.token_start)].tolist() + [len(out)]
+        flat = out.tolist()
+        return [flat[a:b] for a, b in zip(token_bounds[:-1], token_bounds[1:])]
 
     def _segment_starts(self, subword_nodes: np.ndarray) -> np.ndarray:
         """(N,) bool: where the greedy longest-match split of each token by the subwords
@@ -331,6 +380,15 @@ class FastBuilder:
         pairs = sorted(zip(np.concatenate(accepted_counts).tolist(), table.strings(nodes), nodes.tolist()),
                        reverse=True)
         return np.array([n for _, _, n in pairs], dtype=np.int64), [s for _, s, _ in pairs]
+
+
+def _utf8_bytes(code: np.ndarray, width: int) -> list[np.ndarray]:
+    """The ``width`` UTF-8 bytes of each code point (all of that width), first byte first."""
+    if width == 1:
+        return [code]
+    lead = {2: 0xC0, 3: 0xE0, 4: 0xF0}[width]
+    return [(code >> (6 * (width - 1))) | lead] + [((code >> (6 * k)) & 0x3F) | 0x80
+                                                    for k in range(width - 2, -1, -1)]
 
 
 def build_from_corpus(corpus: Iterable[str | bytes], target_vocab_size: int, max_subword_length: int = 20,
