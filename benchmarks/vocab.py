@@ -100,6 +100,7 @@ def main() -> None:
                                       "prepare_cold"]}
     encoder = SubwordEncoder(golden)
     expected_ids = None
+    load = [os.getloadavg()[0]]                  # other jobs share the machine: say how busy it was
     for round_ in range(args.repeats):
         slow = round_ < args.slow_repeats
         for name in builders:
@@ -129,12 +130,13 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "npembed.cli", "prepare", "--data", data], cwd=ROOT, check=True,
                            capture_output=True, env={**os.environ, "NPEMBED_CACHE": cache})
             times["prepare_cold"].append(time.perf_counter() - start)
+        load.append(os.getloadavg()[0])
         print(f"round {round_ + 1}: encode {times['encode_npembed'][-1]:.2f} s, "
               f"prepare from an empty cache {times['prepare_cold'][-1]:.2f} s", flush=True)
 
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                "command": " ".join(["python -m benchmarks.vocab", *sys.argv[1:]]), "machine": machine_info(),
-               "workers_for_pool": workers, "seconds": {k: summarize(v) for k, v in times.items() if v}}
+               "workers_for_pool": workers, "load_average_1min": load, "seconds": {k: summarize(v) for k, v in times.items() if v}}
     seconds = results["seconds"]
     results["ratios"] = {f"{name}/npembed": seconds[name]["median"] / seconds["npembed"]["median"]
                          for name in builders if name != "npembed"}
@@ -162,6 +164,11 @@ def markdown_table(results: dict) -> str:
         lines.append(f"| {label} | {entry['median']:.2f} | {entry['min']:.2f} - {entry['max']:.2f} | {entry['n']} |")
     lines += ["", "| ratio (median / median) | |", "|---|---|"]
     lines += [f"| {name} | {ratio:.1f}x |" for name, ratio in results["ratios"].items()]
+    if "load_average_1min" in results:
+        load = results["load_average_1min"]
+        lines += ["", f"The machine's 1-minute load average, at the start and after each round: "
+                      f"{', '.join(f'{x:.1f}' for x in load)} (2 cores: above 2, other jobs took CPU time "
+                      "from these measurements)."]
     return "\n".join(lines)
 
 
