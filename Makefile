@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh clone:
-#   make train   creates .venv, installs npembed, prepares the data, trains the tutorial model
-#   make test    creates .venv, installs npembed, runs every test (parity tests included)
+#   make train   creates .venv, installs npembed with what training needs, prepares the data,
+#                trains the tutorial model
+#   make test    creates .venv, installs npembed with everything, runs every test (parity tests included)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,17 +14,28 @@ PYTEST_ARGS ?=
 
 export NPEMBED_DATA := $(DATA)
 
-.PHONY: install train test quick-bench bench clean
+.PHONY: install install-train train test quick-bench bench clean
 
+# Two installs: `make train` takes only what training uses (NumPy, plus tqdm and matplotlib for
+# its progress bars and figures: setup.cfg's `train` extra; its .venv measured 198 MB); `make test`
+# takes everything (`all`: TensorFlow and tensorflow-datasets for the parity tests, and more).
 install: $(VENV)/.installed
+
+install-train: $(VENV)/.installed-train
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'
+	touch $@ $(VENV)/.installed-train
+
+$(VENV)/.installed-train: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train]'
 	touch $@
 
-train: install
+train: install-train
 	$(BIN)/npembed prepare
 	$(BIN)/npembed train --out $(RUN)
 

@@ -6,8 +6,9 @@
         ...                                        # ids (10, longest) int64, zero-padded
 
 From an archive or folder: read the reviews (tfds's order), build the vocabulary from the train
-reviews as tfds does (``build_from_corpus(target_vocab_size=2**13)``; about 3 minutes, once),
-encode both splits, cache everything (cache.py).  Later loads read the cache in about a second.
+reviews as tfds does (``build_from_corpus(target_vocab_size=2**13)``, with the fast builder of
+subwords_fast.py: the same subwords as tfds's, in seconds), encode both splits, cache everything
+(cache.py).  Later loads read the cache in about a second.
 """
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ import hashlib
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from npembed.datasets import background
 from npembed.datasets.batching import EncodedSplit
 from npembed.datasets.cache import Cache
 from npembed.datasets.sources import (SPLITS, DataError, DataSource, Review, fingerprint, read_reviews,
                                       resolve_source)
 from npembed.datasets.subwords import SubwordEncoder
+from npembed.datasets.subwords_fast import FastBuilder, Tokenized, encode_texts, encode_tokenized, tokenize
 
 TARGET_VOCAB_SIZE = 2 ** 13
 VOCAB_FILE = "vocab.subwords"
@@ -57,8 +59,9 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
                ``$NPEMBED_DATA``.
     cache_dir: default ``$NPEMBED_CACHE`` or ``~/.cache/npembed``.
     vocab:     an existing ``.subwords`` file to encode with instead of building one.
-    progress:  print what the slow steps are doing, with progress bars, to stderr.
-    workers:   processes for encoding (default: the number of CPUs).
+    progress:  print what the slow steps are doing to stderr.
+    workers:   unused: building and encoding are vectorised, with at most one helper process
+               (background.py; kept so that existing calls still work).
     """
     source = resolve_source(data)
     if source.kind == "tfds":
@@ -95,6 +98,10 @@ def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter
         return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
     say(f"reading reviews from {source.describe()}")
     reviews = read_reviews(source)
+    # the test reviews are cut into tokens on the other core while this one builds the vocabulary
+    test_tokens = (background.start(tokenize, [r.text for r in reviews["test"]]) if cached["test"] is None
+                   else None)
+    tokenized: dict[str, Tokenized] = {}
     if cache.is_valid(VOCAB_FILE):
         encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
     else:
@@ -105,16 +112,19 @@ def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter
                 raise DataError(f"--vocab {vocab} is not a readable vocabulary: {err}") from err
         else:
             say(f"building the subwords8k vocabulary from {len(reviews['train']):,} train reviews "
-                "(tfds's build_from_corpus, target 2**13; a few minutes, once)")
+                "(tfds's build_from_corpus, target 2**13; seconds, once)")
             start = time.perf_counter()
-            encoder = SubwordEncoder.build_from_corpus((r.text for r in reviews["train"]),
-                                                       TARGET_VOCAB_SIZE, progress=say.detail)
+            tokenized["train"] = tokenize(r.text for r in reviews["train"])
+            encoder = FastBuilder(tokenized["train"].counts()).build_from_corpus(TARGET_VOCAB_SIZE,
+                                                                                  progress=say.detail)
             say(f"vocabulary built: vocab_size {encoder.vocab_size} in {time.perf_counter() - start:.0f} s")
         encoder.save_to_file(cache.path("vocab"))
         cache.seal(VOCAB_FILE)
+    if test_tokens is not None:
+        tokenized["test"] = test_tokens.result()
     for name in SPLITS:
         if cached[name] is None:
-            cached[name] = encode_split(name, reviews[name], encoder, say, workers)
+            cached[name] = encode_split(name, reviews[name], encoder, say, tokenized.get(name))
             cache.save_split(cached[name])
     cache.write_info({"source": source.describe(), "vocab_size": encoder.vocab_size,
                       **{f"{name}_reviews": len(cached[name]) for name in SPLITS}})
@@ -122,48 +132,21 @@ def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter
 
 
 def encode_split(name: str, reviews: Sequence[Review], encoder: SubwordEncoder, say: "_Reporter",
-                 workers: int | None = None) -> EncodedSplit:
-    """Encode every review into one flat id array + offsets, in ``reviews``' order."""
-    texts = [r.text for r in reviews]
-    chunk = 500
-    chunks = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
-    workers = workers or os.cpu_count() or 1
-    encoded: list[list[list[int]]] = []
-    bar = say.bar(total=len(texts), desc=f"encoding {name}", unit="review")
-    if workers > 1 and len(chunks) > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(encoder.subwords,)) as pool:
-            for ids in pool.map(_encode_chunk, chunks):
-                encoded.append(ids)
-                bar.update(len(ids))
+                 tokenized: Tokenized | None = None) -> EncodedSplit:
+    """Encode every review into one flat id array + offsets, in ``reviews``' order (the ids of
+    ``encoder.encode`` for each review; ``tokenized``: the reviews already cut into tokens)."""
+    say(f"encoding {len(reviews):,} {name} reviews")
+    if tokenized is not None:
+        ids, offsets = encode_tokenized(encoder, tokenized)
     else:
-        _init_worker(encoder.subwords)
-        for texts_chunk in chunks:
-            encoded.append(_encode_chunk(texts_chunk))
-            bar.update(len(texts_chunk))
-    bar.close()
-    per_review = [ids for block in encoded for ids in block]
-    lengths = np.fromiter((len(ids) for ids in per_review), dtype=np.int64, count=len(per_review))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.fromiter((i for ids in per_review for i in ids), dtype=np.int32, count=int(offsets[-1]))
+        ids, offsets = encode_texts(encoder, [r.text for r in reviews])
     labels = np.array([r.label for r in reviews], dtype=np.int8)
     keys = np.array([r.key for r in reviews])
-    return EncodedSplit(name, flat, offsets, labels, keys)
-
-
-_WORKER_ENCODER: SubwordEncoder | None = None
-
-
-def _init_worker(subwords: list[str]) -> None:
-    global _WORKER_ENCODER
-    _WORKER_ENCODER = SubwordEncoder(subwords)
-
-
-def _encode_chunk(texts: list[bytes]) -> list[list[int]]:
-    return [_WORKER_ENCODER.encode(text) for text in texts]
+    return EncodedSplit(name, ids, offsets, labels, keys)
 
 
 class _Reporter:
-    """Progress messages and bars on stderr (tqdm when installed), or silence."""
+    """Progress messages on stderr, or silence."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -174,17 +157,3 @@ class _Reporter:
 
     def detail(self, message: str) -> None:
         self(f"  {message}")
-
-    def bar(self, total: int, desc: str, unit: str):
-        if self.enabled:
-            try:
-                from tqdm import tqdm
-                return tqdm(total=total, desc=f"npembed: {desc}", unit=unit, file=sys.stderr, disable=None)
-            except ImportError:
-                pass
-        return _NoBar()
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def close(self) -> None: ...
