@@ -5,7 +5,7 @@ from pathlib import Path
 
 SHORT = {"npembed": "npembed", "keras": "Keras", "keras_jit": "Keras (XLA)", "torch": "PyTorch",
          "npembed_lazy": "npembed, lazy Adam"}
-NAMES = {"npembed": "npembed (Keras-exact Adam)", "keras": "Keras fit", "keras_jit": "Keras fit, jit_compile=True",
+NAMES = {"npembed": "npembed (Keras 3's Adam)", "keras": "Keras fit", "keras_jit": "Keras fit, jit_compile=True",
          "torch": "PyTorch eager", "npembed_lazy": "npembed, lazy Adam"}
 
 

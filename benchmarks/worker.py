@@ -23,7 +23,7 @@ from benchmarks.workload import load_workload, synthetic_batches  # noqa: E402
 
 # --------------------------------------------------------------------------- frameworks
 class NpembedRunner:
-    def __init__(self, vocab_size, dim=16, hidden=16, variant="keras"):
+    def __init__(self, vocab_size, dim=16, hidden=16, variant="keras3"):
         import npembed
         self.model = npembed.tutorial_model(vocab_size=vocab_size, embedding_dim=dim, hidden_units=hidden, seed=0)
         self.model.compile(optimizer=npembed.optimizers.Adam(variant=variant), metrics=["accuracy"])
