@@ -5,7 +5,6 @@ import argparse
 import datetime
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile

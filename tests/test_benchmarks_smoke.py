@@ -34,7 +34,7 @@ def test_npembed_worker_and_report(imdb, tmp_path):
     results = {"workload": {"train_steps": 20, "train_tokens": 1000, "predict_reviews": 30},
                "frameworks": {"npembed": entry}, "ratios": {}, "floor": {"bytes_per_step": 3e6,
                "copy_bandwidth_gb_s": 50, "floor_ms_per_step": 0.06}}
-    assert "| npembed (Keras-exact Adam) | 1.00 |" in markdown_tables(results)
+    assert "| npembed (Keras 3's Adam) | 1.00 |" in markdown_tables(results)
 
 
 def test_synthetic_batches_are_identical_for_a_seed():

@@ -1,7 +1,4 @@
 """The IMDB subwords8k pipeline on the real archive, and its handling of bad input."""
-import gzip
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ test_faults.py).  Damaged run folders, mismatched vocabularies, bad options and 
 clear message naming the file or option, and an exit code of its kind."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat

@@ -22,21 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from npembed.atomic import atomic_save_npz, atomic_write_text
+from npembed.cachedir import default_cache_dir  # noqa: F401  (re-exported: callers import it from here)
 from npembed.datasets.batching import EncodedSplit
 
 # 2: the vocabulary is built by subwords_fast.FastBuilder and the reviews encoded by
 #    subwords_fast.encode_texts (issue #14); tested equal to the reference, but a cache written by
 #    other code is not trusted to be what this code writes.
 FORMAT = 2
-ENV_VAR = "NPEMBED_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """``$NPEMBED_CACHE``, else ``$XDG_CACHE_HOME/npembed``, else ``~/.cache/npembed``."""
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "npembed"
 
 
 class Cache:

@@ -12,7 +12,6 @@ subwords_fast.py: the same subwords as tfds's, in seconds), encode both splits, 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 from npembed.datasets import background
 from npembed.datasets.batching import EncodedSplit
 from npembed.datasets.cache import Cache
+from npembed.datasets.dataset import ImdbSubwords8k
 from npembed.datasets.sources import (SPLITS, DataError, DataSource, Review, fingerprint, read_reviews,
                                       resolve_source)
 from npembed.datasets.subwords import SubwordEncoder
@@ -32,22 +32,6 @@ from npembed.datasets.subwords_fast import FastBuilder, Tokenized, encode_texts,
 
 TARGET_VOCAB_SIZE = 2 ** 13
 VOCAB_FILE = "vocab.subwords"
-
-
-@dataclasses.dataclass
-class ImdbSubwords8k:
-    """The encoder and both splits (25,000 reviews each for the real data)."""
-
-    encoder: SubwordEncoder
-    train: EncodedSplit
-    test: EncodedSplit
-    source: DataSource
-    cache_folder: Path | None = None
-
-    def split(self, name: str) -> EncodedSplit:
-        if name not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
-        return getattr(self, name)
 
 
 def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,

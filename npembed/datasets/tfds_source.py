@@ -13,6 +13,7 @@ import socket
 import numpy as np
 
 from npembed.datasets.batching import EncodedSplit
+from npembed.datasets.dataset import ImdbSubwords8k
 from npembed.datasets.sources import SPLITS, DataError, DataSource
 from npembed.datasets.subwords import SubwordEncoder
 
@@ -20,7 +21,6 @@ from npembed.datasets.subwords import SubwordEncoder
 def load_from_tfds(progress: bool = True, data_dir: str | None = None):
     """``imdb_reviews/subwords8k`` through tfds's own builder (``tfds_local``): prepared on first
     use from the official download (needs internet), then read from tfds's data folder."""
-    from npembed.datasets.imdb import ImdbSubwords8k
     from npembed.datasets.tfds_local import OFFICIAL_HOST, subwords8k_builder
     try:
         import tensorflow_datasets  # noqa: F401
