@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh clone:
 #   make train   creates .venv, installs npembed, prepares the data, trains the tutorial model
 #   make test    creates .venv, installs npembed, runs every test (parity tests included)
+#   make notebook re-runs docs/tutorial.ipynb and saves its outputs (tests/test_notebook.py runs it in make test)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,7 +14,7 @@ PYTEST_ARGS ?=
 
 export NPEMBED_DATA := $(DATA)
 
-.PHONY: install train test quick-bench bench clean
+.PHONY: install train test notebook quick-bench bench clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +30,9 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest tests parity_tests $(PYTEST_ARGS)
+
+notebook: install
+	$(BIN)/python tests/test_notebook.py --write
 
 quick-bench: install
 	$(BIN)/python -m benchmarks --quick
