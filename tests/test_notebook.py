@@ -74,6 +74,21 @@ def test_notebook_runs_from_top_to_bottom(tmp_path):
     assert (tmp_path / "vecs.tsv").exists() and (tmp_path / "meta.tsv").exists()
 
 
+def test_without_tensorflow_the_keras_columns_are_skipped_with_a_note(tmp_path, monkeypatch):
+    """A learner without TensorFlow runs every cell too: `import tensorflow` fails (a stand-in
+    package that raises ImportError, first on the path) and the notebook says what it skips."""
+    _needs_nbclient()
+    _needs_data()
+    fake = tmp_path / "no_tensorflow" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("No module named tensorflow (simulated)")\n')
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    notebook = execute(NOTEBOOK, tmp_path)
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", []))
+    assert "No TensorFlow" in printed and "the Keras columns are skipped" in printed
+    assert "Keras 3 Adam" not in printed and (tmp_path / "vecs.tsv").exists()
+
+
 def test_a_broken_copy_of_the_notebook_fails(tmp_path):
     """The test above could pass by running nothing: a copy of the notebook with one early cell
     broken must fail, naming the error, and stop there."""
