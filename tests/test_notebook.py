@@ -39,7 +39,7 @@ def execute(path: Path, out: Path, timeout: int = 600):
                                 kernel_spec_manager=KernelSpecManager(kernel_dirs=[specs], ensure_native_kernel=False))
         env = {**os.environ, "NPEMBED_NOTEBOOK_OUT": str(out),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        client = NotebookClient(notebook, km=manager, timeout=timeout,
+        client = NotebookClient(notebook, km=manager, timeout=timeout, record_timing=False,     # no timestamps in diffs
                                 resources={"metadata": {"path": str(path.parent)}})
         client.execute(env=env)
     return notebook
