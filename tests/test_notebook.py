@@ -128,11 +128,28 @@ def test_the_kernel_is_this_python_and_this_checkout(tmp_path):
     assert Path(module).resolve() == (ROOT / "npembed" / "__init__.py").resolve()
 
 
+def coalesce_streams(notebook) -> None:
+    """Join each cell's consecutive stdout (stderr) pieces into one: how the kernel happened to
+    flush them would otherwise change the saved file from one run to the next."""
+    for cell in notebook.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            if (output.output_type == "stream" and outputs and outputs[-1].output_type == "stream"
+                    and outputs[-1].name == output.name):
+                outputs[-1].text += output.text
+            else:
+                outputs.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = outputs
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_notebook.py --write   (re-runs docs/tutorial.ipynb, saves its outputs)")
     import nbformat
     out = Path(os.environ.get("NPEMBED_NOTEBOOK_OUT", ROOT / "runs" / "notebook"))
     out.mkdir(parents=True, exist_ok=True)
-    nbformat.write(execute(NOTEBOOK, out), NOTEBOOK)
+    notebook = execute(NOTEBOOK, out)
+    coalesce_streams(notebook)
+    nbformat.write(notebook, NOTEBOOK)
     print(f"wrote {NOTEBOOK.relative_to(ROOT)} (outputs of this run); vecs.tsv, meta.tsv in {out}")
