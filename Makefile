@@ -2,6 +2,8 @@
 #   make train   creates .venv, installs npembed with what training needs, prepares the data,
 #                trains the tutorial model
 #   make test    creates .venv, installs npembed with everything, runs every test (parity tests included)
+# and one more: make notebook re-runs docs/tutorial.ipynb and saves its outputs
+#                (tests/test_notebook.py runs it in make test)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -14,7 +16,7 @@ PYTEST_ARGS ?=
 
 export NPEMBED_DATA := $(DATA)
 
-.PHONY: install install-train train test quick-bench bench clean
+.PHONY: install install-train train test notebook quick-bench bench clean
 
 # Two installs: `make train` takes only what training uses (NumPy, plus tqdm and matplotlib for
 # its progress bars and figures: setup.cfg's `train` extra; its .venv measured 198 MB); `make test`
@@ -41,6 +43,9 @@ train: install-train
 
 test: install
 	$(BIN)/python -m pytest tests parity_tests $(PYTEST_ARGS)
+
+notebook: install
+	$(BIN)/python tests/test_notebook.py --write
 
 quick-bench: install
 	$(BIN)/python -m benchmarks --quick
