@@ -66,7 +66,8 @@ def cmd_prepare(args) -> None:
 
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "embedding_dim", "hidden_units", "mask", "learning_rate", "seed",
-                 "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant")
+                 "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant",
+                 "ngrams", "buckets", "validation_reviews")
 
 
 def cmd_train(args) -> None:
@@ -79,7 +80,8 @@ def cmd_train(args) -> None:
         results = train(asked, args.out, data=args.data, resume=True)
         print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
         return
-    results = train(TrainConfig(**asked), args.out, data=args.data)
+    config = TrainConfig.for_ngrams(**asked) if asked.get("ngrams") else TrainConfig(**asked)
+    results = train(config, args.out, data=args.data)
     print(f"run folder: {args.out}  (history.json, loss.png, accuracy.png, vecs.tsv, meta.tsv, "
           f"projector_config.pbtxt, checkpoint.npz)")
     print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
@@ -225,7 +227,7 @@ positive_int = at_least(1)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from npembed.config import TrainConfig
+    from npembed.config import NGRAM_DEFAULTS, TrainConfig
     from npembed.optimizers import Adam
     parser = argparse.ArgumentParser(prog="npembed", description=(
         "The TensorFlow word-embeddings tutorial, by hand in NumPy. Data: --data PATH or "
@@ -268,6 +270,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                      help="stop after PATIENCE epochs without a better val_loss and restore the best epoch")
     sub.add_argument("--steps-per-epoch", type=int, help="cut epochs short (quick runs)")
+    ngram = NGRAM_DEFAULTS
+    sub.add_argument("--ngrams", type=int, metavar="N",
+                     help="the fastText model instead of the tutorial's: each review's subwords plus "
+                          "their hashed 2..N-grams, averaged (mask implied), then Dense(1); its "
+                          f"defaults, chosen on the validation split: --buckets {ngram['buckets']} "
+                          f"--hidden-units {ngram['hidden_units']} --adam {ngram['adam_variant']} "
+                          f"--learning-rate {ngram['learning_rate']} --batch-size {ngram['batch_size']} "
+                          f"--epochs {ngram['epochs']} --early-stopping {ngram['early_stopping']} "
+                          "(README: Beyond the tutorial)")
+    sub.add_argument("--buckets", type=int, help=f"with --ngrams: rows for the hashed n-grams "
+                     f"(default {ngram['buckets']:,})")
+    sub.add_argument("--validation-reviews", type=int, help="with --ngrams: train reviews held out "
+                     f"(seed 0) for validation and early stopping (default {ngram['validation_reviews']}); "
+                     "the test set is evaluated once, at the end")
     sub.add_argument("--adam", dest="adam_variant", choices=[*Adam.VARIANTS, *Adam.ALIASES],
                      metavar="{" + ",".join(Adam.VARIANTS) + "}",
                      help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "
