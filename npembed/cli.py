@@ -101,8 +101,12 @@ def cmd_evaluate(args) -> None:
     model, config, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     batch_size = args.batch_size or config.batch_size
-    result = model.evaluate(data.split(args.split).batches(batch_size, shuffle_buffer=None))
-    print(f"{args.split} ({len(data.split(args.split)):,} reviews, batch {batch_size}, "
+    split = data.split(args.split)
+    if config.ngrams:                         # the n-gram model reads each review's hashed n-grams too
+        from npembed.datasets.ngrams import load_ngram_split
+        split = load_ngram_split(split, config.ngrams, config.buckets, encoder.vocab_size, data.cache_folder)
+    result = model.evaluate(split.batches(batch_size, shuffle_buffer=None))
+    print(f"{args.split} ({len(split):,} reviews, batch {batch_size}, "
           f"{'masked' if config.mask else 'unmasked: padding counts in the average'}): "
           f"loss {result['loss']:.4f} - accuracy {result['accuracy']:.4f}")
 
@@ -111,9 +115,16 @@ def cmd_predict(args) -> None:
     from npembed.losses import sigmoid
     from npembed.training import load_run
     texts = _review_texts(args)
-    model, _, encoder = load_run(args.run)
+    model, config, encoder = load_run(args.run)
     for label, text in texts:
-        logit = float(model(np.array([encoder.encode(text)]))[0, 0])
+        ids = np.array([encoder.encode(text)])
+        if config.ngrams:
+            from npembed.datasets.batching import EncodedSplit
+            from npembed.datasets.ngrams import ngram_split
+            one = EncodedSplit("text", ids[0].astype(np.int32), np.array([0, ids.shape[1]]), np.zeros(1, np.int8),
+                               np.array([label]))
+            ids = ngram_split(one, config.ngrams, config.buckets, encoder.vocab_size).padded(np.arange(1))
+        logit = float(model(ids)[0, 0])
         print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {label}")
 
 
