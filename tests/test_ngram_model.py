@@ -111,7 +111,7 @@ def test_cli_bad_ngram_option_is_one_line(capsys, monkeypatch, tmp_path):
     assert code == 2 and len(err) == 1 and "--buckets" in err[0] and not (tmp_path / "run").exists()
 
 
-def test_ngram_training_run_validates_on_held_out_train_reviews(imdb, tmp_path):
+def test_ngram_training_run_validates_on_held_out_train_reviews(imdb, tmp_path, capsys):
     """A short real run: trains on 25,000 - 1,000 reviews, validates on the 1,000 held out,
     evaluates the 25,000 test reviews once."""
     from npembed.training import run_splits, train
@@ -121,3 +121,9 @@ def test_ngram_training_run_validates_on_held_out_train_reviews(imdb, tmp_path):
     assert not set(validation.keys) & set(train_split.keys) and validation.ids.max() >= 8185
     results = train(config, tmp_path / "run", data=imdb, progress=False)
     assert results["test_reviews"] == 25_000 and 0.6 < results["test_accuracy"] < 1
+    # `npembed evaluate` scores the run on the ids it was trained on (tokens and n-grams)
+    from conftest import real_data_path
+    from npembed.cli import main
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", real_data_path()]) in (0, None)
+    printed = capsys.readouterr().out
+    assert f"accuracy {results['test_accuracy']:.4f}" in printed, printed
