@@ -66,7 +66,8 @@ def cmd_prepare(args) -> None:
 
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "embedding_dim", "hidden_units", "mask", "learning_rate", "seed",
-                 "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant")
+                 "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant",
+                 "ngrams", "buckets", "validation_reviews")
 
 
 def cmd_train(args) -> None:
@@ -79,7 +80,8 @@ def cmd_train(args) -> None:
         results = train(asked, args.out, data=args.data, resume=True)
         print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
         return
-    results = train(TrainConfig(**asked), args.out, data=args.data)
+    config = TrainConfig.for_ngrams(**asked) if asked.get("ngrams") else TrainConfig(**asked)
+    results = train(config, args.out, data=args.data)
     print(f"run folder: {args.out}  (history.json, loss.png, accuracy.png, vecs.tsv, meta.tsv, "
           f"projector_config.pbtxt, checkpoint.npz)")
     print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
@@ -99,8 +101,12 @@ def cmd_evaluate(args) -> None:
     model, config, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     batch_size = args.batch_size or config.batch_size
-    result = model.evaluate(data.split(args.split).batches(batch_size, shuffle_buffer=None))
-    print(f"{args.split} ({len(data.split(args.split)):,} reviews, batch {batch_size}, "
+    split = data.split(args.split)
+    if config.ngrams:                         # the n-gram model reads each review's hashed n-grams too
+        from npembed.datasets.ngrams import load_ngram_split
+        split = load_ngram_split(split, config.ngrams, config.buckets, encoder.vocab_size, data.cache_folder)
+    result = model.evaluate(split.batches(batch_size, shuffle_buffer=None))
+    print(f"{args.split} ({len(split):,} reviews, batch {batch_size}, "
           f"{'masked' if config.mask else 'unmasked: padding counts in the average'}): "
           f"loss {result['loss']:.4f} - accuracy {result['accuracy']:.4f}")
 
@@ -109,9 +115,16 @@ def cmd_predict(args) -> None:
     from npembed.losses import sigmoid
     from npembed.training import load_run
     texts = _review_texts(args)
-    model, _, encoder = load_run(args.run)
+    model, config, encoder = load_run(args.run)
     for label, text in texts:
-        logit = float(model(np.array([encoder.encode(text)]))[0, 0])
+        ids = np.array([encoder.encode(text)])
+        if config.ngrams:
+            from npembed.datasets.batching import EncodedSplit
+            from npembed.datasets.ngrams import ngram_split
+            one = EncodedSplit("text", ids[0].astype(np.int32), np.array([0, ids.shape[1]]), np.zeros(1, np.int8),
+                               np.array([label]))
+            ids = ngram_split(one, config.ngrams, config.buckets, encoder.vocab_size).padded(np.arange(1))
+        logit = float(model(ids)[0, 0])
         print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {label}")
 
 
@@ -225,7 +238,7 @@ positive_int = at_least(1)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from npembed.config import TrainConfig
+    from npembed.config import NGRAM_DEFAULTS, TrainConfig
     from npembed.optimizers import Adam
     parser = argparse.ArgumentParser(prog="npembed", description=(
         "The TensorFlow word-embeddings tutorial, by hand in NumPy. Data: --data PATH or "
@@ -268,6 +281,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                      help="stop after PATIENCE epochs without a better val_loss and restore the best epoch")
     sub.add_argument("--steps-per-epoch", type=int, help="cut epochs short (quick runs)")
+    ngram = NGRAM_DEFAULTS
+    sub.add_argument("--ngrams", type=int, metavar="N",
+                     help="the fastText model instead of the tutorial's: each review's subwords plus "
+                          "their hashed 2..N-grams, averaged (mask implied), then Dense(1); its "
+                          f"defaults, chosen on the validation split: --buckets {ngram['buckets']} "
+                          f"--hidden-units {ngram['hidden_units']} --adam {ngram['adam_variant']} "
+                          f"--learning-rate {ngram['learning_rate']} --batch-size {ngram['batch_size']} "
+                          f"--epochs {ngram['epochs']} --early-stopping {ngram['early_stopping']} "
+                          "(README: Beyond the tutorial)")
+    sub.add_argument("--buckets", type=int, help=f"with --ngrams: rows for the hashed n-grams "
+                     f"(default {ngram['buckets']:,})")
+    sub.add_argument("--validation-reviews", type=int, help="with --ngrams: train reviews held out "
+                     f"(seed 0) for validation and early stopping (default {ngram['validation_reviews']}); "
+                     "the test set is evaluated once, at the end")
     sub.add_argument("--adam", dest="adam_variant", choices=[*Adam.VARIANTS, *Adam.ALIASES],
                      metavar="{" + ",".join(Adam.VARIANTS) + "}",
                      help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "

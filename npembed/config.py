@@ -39,10 +39,26 @@ class TrainConfig:
     early_stopping: int = 0          # patience in epochs on val_loss; 0 = off
     steps_per_epoch: int | None = None
     adam_variant: str = "keras2"     # the tutorial's tf.keras Adam; see optimizers.py
+    # The n-gram model (fastText's, ``--ngrams N``); 0 is the tutorial's model, and then the
+    # two options below are unused.  See NGRAM_DEFAULTS and datasets/ngrams.py.
+    ngrams: int = 0                  # tokens plus their hashed 2..N-grams
+    buckets: int = 2_000_000         # table rows for the hashed n-grams, after the vocabulary
+    validation_reviews: int = 2500   # held out of the train reviews (seed 0) to validate on
 
     def __post_init__(self):
         # runs started before the variants were named by their Keras say "keras" or "textbook"
         self.adam_variant = npembed.optimizers.Adam.ALIASES.get(self.adam_variant, self.adam_variant)
+        if self.ngrams:
+            self.mask = True         # implied: padding must not dilute the bag's average
+
+    @classmethod
+    def for_ngrams(cls, **options) -> "TrainConfig":
+        """The n-gram model's configuration: NGRAM_DEFAULTS, then ``options``."""
+        return cls(**{**NGRAM_DEFAULTS, **options})
+
+    def table_rows(self, vocab_size: int) -> int:
+        """The embedding's rows: the vocabulary, plus the n-gram buckets when ngrams > 1."""
+        return vocab_size + (self.buckets if self.ngrams > 1 else 0)
 
     def validate(self, vocab_size: int = 8185) -> None:
         """Raise UsageError, naming the option as the CLI spells it, for any bad value."""
@@ -57,6 +73,10 @@ class TrainConfig:
             raise UsageError(f"--learning-rate must be a finite number > 0, got {rate!r}")
         if not isinstance(self.mask, bool):
             raise UsageError(f"--mask must be true or false, got {self.mask!r}")
+        if self.ngrams:
+            from npembed.datasets.ngrams import check_ngram_options
+            check_ngram_options(self.ngrams, self.buckets, vocab_size)
+            _check_int("validation_reviews", self.validation_reviews, 1, 24_999)
         variants = npembed.optimizers.Adam.VARIANTS
         if self.adam_variant not in variants:
             raise UsageError(f"--adam must be one of {', '.join(variants)}, got {self.adam_variant!r}")
@@ -66,7 +86,7 @@ class TrainConfig:
         """Refuse a model or batch that cannot fit in this machine's memory (it would be killed
         or swap for minutes before failing)."""
         dim, units = self.embedding_dim, self.hidden_units
-        table = 4 * vocab_size * dim * 4                 # float32 weights, gradient, Adam's m and v
+        table = 4 * self.table_rows(vocab_size) * dim * 4                 # float32 weights, gradient, Adam's m and v
         dense = 4 * 4 * (dim * units + units * 1)
         batch = self.batch_size * LONGEST_REVIEW * (8 + 4 * dim)    # ids and one float32 pass
         need, have = table + dense + batch, _physical_memory()
@@ -105,8 +125,19 @@ def _physical_memory() -> int | None:
         return None
 
 
+# `npembed train --ngrams N`: the settings chosen on the validation split
+# (benchmarks/ngram_search.py, README "Beyond the tutorial"); any option given overrides them.
+# Search 1 (12 configurations: n 2 or 3, lr 0.003 / 0.01 / 0.03, batch 10 or 32; 2M buckets,
+# width 16, no hidden layer) ranked by validation accuracy at the lowest-val_loss epoch: n=3,
+# lr 0.01, batch 32 came first (0.9124, epoch 2); the best bigram setting reached 0.906.
+NGRAM_DEFAULTS = dict(ngrams=3, buckets=2_000_000, embedding_dim=16, hidden_units=0, mask=True,
+                      learning_rate=0.01, batch_size=32, epochs=5, early_stopping=1,
+                      adam_variant="lazy", validation_steps=None, validation_reviews=2500)
+
+
 def build_model(config: TrainConfig, vocab_size: int) -> npembed.Sequential:
-    model = npembed.tutorial_model(vocab_size=vocab_size, embedding_dim=config.embedding_dim,
+    """The tutorial's model, over ``config.table_rows(vocab_size)`` rows (n-grams included)."""
+    model = npembed.tutorial_model(vocab_size=config.table_rows(vocab_size), embedding_dim=config.embedding_dim,
                                    hidden_units=config.hidden_units, mask_zero=config.mask, seed=config.seed)
     model.compile(optimizer=npembed.optimizers.Adam(learning_rate=config.learning_rate, variant=config.adam_variant),
                   loss=npembed.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])

@@ -103,8 +103,9 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     if not resume or _saved_epochs(out) != config.epochs:
         write_run_start(out, config, dataset.encoder)
 
-    train_batches = dataset.train.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
-    val_batches = dataset.test.batches(config.batch_size, config.shuffle_buffer, seed=config.seed + 1)
+    train_split, val_split, test_split = run_splits(config, dataset, progress)
+    train_batches = train_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
+    val_batches = val_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed + 1)
     train_batches.next_epoch = val_batches.next_epoch = initial_epoch
     steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
     callbacks = [*([early] if early else []), _Checkpointer(out, history, early),
@@ -126,7 +127,32 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
         model.set_weights(early.best_weights)
         _say(progress, f"early stopping: restored the weights of epoch {early.best_epoch + 1} "
                        f"(val_loss {early.best:.4f})")
-    return finish_run(out, model, dataset, config, history.history, train_seconds, progress)
+    return finish_run(out, model, dataset, config, history.history, train_seconds, progress, test_split)
+
+
+VALIDATION_SEED = 0
+
+
+def run_splits(config: TrainConfig, dataset, progress: bool = False):
+    """(train, validation, test) splits of a run.
+
+    The tutorial's model validates on the test split, as the tutorial does.  The n-gram model
+    (``config.ngrams``) is fitted and chosen without the test set: its validation split is
+    ``config.validation_reviews`` train reviews held out with seed 0 (``datasets.holdout``),
+    it trains on the rest, and the test split is evaluated once, after training.  Its reviews
+    carry their hashed n-grams (``datasets.ngrams``, cached).
+    """
+    if not config.ngrams:
+        return dataset.train, dataset.test, dataset.test
+    from npembed.datasets.holdout import holdout
+    from npembed.datasets.ngrams import load_ngram_split
+    vocab = dataset.encoder.vocab_size
+    folder = getattr(dataset, "cache_folder", None)
+    _say(progress, f"adding hashed {config.ngrams}-grams ({config.buckets:,} buckets; cached after the first run)")
+    train, test = (load_ngram_split(split, config.ngrams, config.buckets, vocab, folder)
+                   for split in (dataset.train, dataset.test))
+    train, validation = holdout(train, config.validation_reviews, VALIDATION_SEED)
+    return train, validation, test
 
 
 def _saved_epochs(out: Path) -> int | None:
@@ -137,18 +163,20 @@ def _saved_epochs(out: Path) -> int | None:
 
 
 def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, train_seconds: float,
-               progress: bool) -> dict:
-    """Evaluate on the whole test set, write history, figures, projector files and results."""
+               progress: bool, test_split=None) -> dict:
+    """Evaluate on the whole test set (``test_split``, default ``dataset.test``), write history,
+    figures, projector files and results."""
     from npembed.export import write_projector_files
+    test_split = dataset.test if test_split is None else test_split
     # Without masking the average includes padding, so the result depends on how much padding a
     # batch has: evaluate with the training batch size (as the validation during training did).
-    test_batches = dataset.test.batches(config.batch_size, shuffle_buffer=None)
+    test_batches = test_split.batches(config.batch_size, shuffle_buffer=None)
     start = time.perf_counter()
     test = model.evaluate(test_batches)
     eval_seconds = time.perf_counter() - start
-    _say(progress, f"full test set ({len(dataset.test):,} reviews, batch {config.batch_size}): "
+    _say(progress, f"full test set ({len(test_split):,} reviews, batch {config.batch_size}): "
                    f"loss {test['loss']:.4f} - accuracy {test['accuracy']:.4f}")
-    results = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_reviews": len(dataset.test),
+    results = {"test_loss": test["loss"], "test_accuracy": test["accuracy"], "test_reviews": len(test_split),
                "epochs_run": len(history.get("loss", [])), "train_seconds_this_session": round(train_seconds, 2),
                "test_eval_seconds": round(eval_seconds, 2)}
     atomic_write_text(out / "history.json", json.dumps(history, indent=2) + "\n")

@@ -1,0 +1,73 @@
+"""The n-gram model's hyperparameter search, on the validation split only (never the test set).
+
+    python -m benchmarks.ngram_search [--out benchmarks/results/ngram_search.jsonl] [--quick]
+
+Each configuration trains ``Embedding(V + buckets, dim, mask_zero=True) -> average -> Dense(1)``
+(plus ``Dense(hidden, relu)`` when hidden > 0) with lazy Adam on the training reviews minus the
+2,500 held out (``datasets.holdout``, seed 0), evaluates the held-out reviews after every
+epoch, and stops once val_loss has not improved for one epoch.  One JSON line per configuration:
+its settings, every epoch's val_loss / val_accuracy / seconds, and the best epoch (lowest
+val_loss), whose val_accuracy ranks the configuration.  The test split is not loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+
+import numpy as np
+
+VALIDATION_REVIEWS, VALIDATION_SEED = 2500, 0
+
+
+def run_one(data, settings: dict, max_epochs: int) -> dict:
+    import npembed
+    from npembed.datasets.holdout import holdout
+    from npembed.datasets.ngrams import load_ngram_split
+    vocab = data.encoder.vocab_size
+    train = load_ngram_split(data.train, settings["ngrams"], settings["buckets"], vocab, data.cache_folder)
+    train, validation = holdout(train, VALIDATION_REVIEWS, VALIDATION_SEED)
+    model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
+                                   mask_zero=True, seed=0)
+    model.compile(optimizer=npembed.optimizers.Adam(settings["lr"], variant="lazy"))
+    batches = train.batches(settings["batch"], 1000, seed=0)
+    epochs = []
+    for epoch in range(max_epochs):
+        start = time.perf_counter()
+        for ids, labels in batches.for_epoch(epoch):
+            model.train_step(ids, labels)
+        seconds = time.perf_counter() - start
+        scores = model.evaluate(validation.batches(500, shuffle_buffer=None))
+        epochs.append({"epoch": epoch + 1, "seconds": round(seconds, 2),
+                       "val_loss": round(scores["loss"], 5), "val_accuracy": scores["accuracy"]})
+        if len(epochs) > 1 and epochs[-1]["val_loss"] >= min(e["val_loss"] for e in epochs[:-1]):
+            break
+    best = min(epochs, key=lambda e: e["val_loss"])
+    return {**settings, "epochs": epochs, "best_epoch": best["epoch"],
+            "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"]}
+
+
+GRID = {"ngrams": [2, 3], "buckets": [2_000_000], "dim": [16], "hidden": [0],
+        "lr": [0.003, 0.01, 0.03], "batch": [10, 32]}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/ngram_search.jsonl")
+    parser.add_argument("--max-epochs", type=int, default=6)
+    parser.add_argument("--grid", help="JSON object overriding GRID's lists")
+    args = parser.parse_args(argv)
+    from npembed.datasets import load_imdb_subwords8k
+    data = load_imdb_subwords8k(progress=False)
+    grid = {**GRID, **(json.loads(args.grid) if args.grid else {})}
+    for values in itertools.product(*grid.values()):
+        result = run_one(data, dict(zip(grid, values)), args.max_epochs)
+        line = json.dumps(result)
+        print(line, flush=True)
+        with open(args.out, "a") as handle:
+            handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""A validation split carved from the training reviews, so that no choice looks at the test set.
+
+``holdout(train, size, seed)`` draws ``size`` reviews of ``train`` without replacement, with
+``numpy.random.default_rng(seed)``, and returns (the rest, the drawn ones), each in the stored
+order of ``train``.  The same (split, size, seed) always gives the same two splits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from npembed.datasets.batching import EncodedSplit
+from npembed.errors import UsageError
+
+
+def subset(split: EncodedSplit, rows: np.ndarray, name: str) -> EncodedSplit:
+    """Reviews ``rows`` (ascending indices) of ``split`` as a split of their own, named ``name``."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, ends = split.offsets[rows], split.offsets[rows + 1]
+    lengths = ends - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    # position j of the new flat array comes from starts[review] + (j - offsets[review])
+    review = np.repeat(np.arange(rows.size), lengths)
+    source = starts[review] + (np.arange(int(offsets[-1])) - offsets[review])
+    return EncodedSplit(name, split.ids[source], offsets, split.labels[rows], split.keys[rows])
+
+
+def holdout(train: EncodedSplit, size: int, seed: int) -> tuple[EncodedSplit, EncodedSplit]:
+    """(train without the held-out reviews, the ``size`` held-out reviews named "validation")."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size < len(train):
+        raise UsageError(f"--validation-reviews must be an integer from 1 to {len(train) - 1} "
+                         f"(the training split has {len(train):,} reviews), got {size!r}")
+    held = np.zeros(len(train), dtype=bool)
+    held[np.random.default_rng(seed).choice(len(train), size=size, replace=False)] = True
+    return subset(train, np.flatnonzero(~held), train.name), subset(train, np.flatnonzero(held), "validation")
