@@ -39,6 +39,8 @@ def execute(path: Path, out: Path, timeout: int = 600):
                                 kernel_spec_manager=KernelSpecManager(kernel_dirs=[specs], ensure_native_kernel=False))
         env = {**os.environ, "NPEMBED_NOTEBOOK_OUT": str(out),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        if os.environ.get("NPEMBED_DATA"):      # the kernel runs in docs/: a relative path would move
+            env["NPEMBED_DATA"] = str(Path(os.environ["NPEMBED_DATA"]).resolve())
         client = NotebookClient(notebook, km=manager, timeout=timeout, record_timing=False,     # no timestamps in diffs
                                 resources={"metadata": {"path": str(path.parent)}})
         client.execute(env=env)
