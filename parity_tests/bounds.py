@@ -178,8 +178,8 @@ def model_bounds(np_model, ids: np.ndarray, labels: np.ndarray, dtype) -> ModelB
     # min(1/4, exp(-(|z| - E))); its own evaluation (exp, add, divide, the 1/B) stays within a
     # relative TRANSCENDENTAL_ULPS + 3 ulps (tests/test_losses.py checks npembed's to 4 ulps;
     # TensorFlow's measured within 2).
-    sigmoid = _sigmoid(zv)
-    dz = ((sigmoid - y) / batch)[:, None]
+    # (the reference in its stable form too: in float64, sigmoid(40) - 1 is exactly 0)
+    dz = (((1 - y) * _sigmoid(zv) - y * _sigmoid(-zv)) / batch)[:, None]
     slope = np.minimum(0.25, np.exp(-np.maximum(np.abs(zv) - z_error, 0)))[:, None]
     dz_error = slope * z.error / batch + (transcendental + 6 * u) * np.abs(dz)
     upstream = Bounded(dz, dz_error)
