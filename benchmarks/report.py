@@ -243,13 +243,12 @@ pure-Python reference it is tested against (`subwords.py`), and with tfds's own
 `SubwordTextEncoder.build_from_corpus`; every build must give the golden file's subwords or the
 run fails. Then encoding all 50,000 reviews (ids checked equal), and `npembed prepare` from an
 empty cache in a fresh process (reading the archive, building, encoding, writing the cache).
-`encode 50,000 reviews: npembed` is `encode_texts` from scratch, and most of it is cutting the
-reviews into tokens (one regular expression per review, then a dict lookup per token, both
-in CPython), which is why it stays far from the 5x target. Inside `prepare` that work is
-shared: the train reviews' tokens are the ones the vocabulary is counted from, and their ids all
-come at once from the builder's split (`FastBuilder.token_ids`); the test reviews are cut into
-tokens by a helper process while the vocabulary is built. A tokenizer in `native.c` is the next
-step for the standalone figure. Measured {results["date"][:10]} with `{results["command"]}` on
+`encode 50,000 reviews: npembed` is `encode_texts` from scratch (the C module already built):
+cutting the reviews into tokens, splitting each distinct token into subwords and copying the ids
+of every occurrence, all in `native.c`. Inside `prepare` the train reviews' tokens are the ones
+the vocabulary is counted from, and the test reviews are cut into tokens by a helper process
+while the vocabulary is built; a cold `prepare` also compiles the C module (about a second, in a
+thread while the archive is read). Measured {results["date"][:10]} with `{results["command"]}` on
 {m["cpu"]}, {m["cores"]} cores (shared with other jobs), Python {m["python"]}, NumPy {m["numpy"]}:
 
 {markdown_table(results)}

@@ -1,4 +1,5 @@
-/* The training step's hot loops in C: the "native" kernel backend (see npembed/native.py).
+/* The training step's hot loops in C, and the data pipeline's tokenizer: the "native" kernel
+ * backend (see npembed/native.py).
  *
  * NumPy runs one pass over memory per operation: Keras's Adam on the 8185 x 16 table is ten
  * passes over 131,000 entries, and every call costs microseconds before it starts.  Here each
@@ -482,12 +483,477 @@ static PyObject *py_adam(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ text: tfds's tokens and ids
+ * The twin of subwords_fast.py's Python tokenizer and of SubwordEncoder._token_to_ids, on UTF-8.
+ * Texts arrive as one buffer with byte offsets; a code point is a word character (Python's
+ * regular-expression \w) where word[code point] is 1, a table the caller fills from Python for
+ * the code points the texts hold (so that the Unicode rules are Python's own). */
+#define ESCAPE "\\&undsc"                 /* UNDERSCORE_REPLACEMENT, 7 bytes */
+#define ESCAPE_LEN 7
+
+/* The code point at s[*i] (advancing *i), or -1 for bytes that are not UTF-8. */
+static inline int32_t utf8_next(const uint8_t *s, int64_t end, int64_t *i)
+{
+    uint32_t c = s[*i];
+    int extra = c < 0x80 ? 0 : c >= 0xF0 ? 3 : c >= 0xE0 ? 2 : c >= 0xC2 ? 1 : -1;
+    if (extra < 0 || c > 0xF4 || *i + extra >= end) return -1;
+    if (extra == 0) { *i += 1; return (int32_t)c; }
+    c &= 0x3F >> extra;
+    for (int k = 1; k <= extra; k++) {
+        uint32_t next = s[*i + k];
+        if ((next & 0xC0) != 0x80) return -1;
+        c = (c << 6) | (next & 0x3F);
+    }
+    static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
+    if (c < least[extra] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return -1;
+    *i += 1 + extra;
+    return (int32_t)c;
+}
+
+/* code_points_present(text, present): present[c] = 1 for every code point c of the UTF-8 text
+ * (present: 0x110000 bytes); False when the text is not UTF-8. */
+static PyObject *py_code_points_present(PyObject *self, PyObject *args)
+{
+    Py_buffer b[2] = {{0}};
+    if (!PyArg_ParseTuple(args, "y*w*", &b[0], &b[1])) return NULL;
+    int ok = need(&b[1], 0x110000, "present"), valid = 1;
+    if (ok) {
+        const uint8_t *s = b[0].buf;
+        uint8_t *present = b[1].buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (int64_t i = 0; i < b[0].len && valid;) {
+            int32_t c = utf8_next(s, b[0].len, &i);
+            if (c < 0) valid = 0;
+            else present[c] = 1;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 2);
+    if (!ok) return NULL;
+    return PyBool_FromLong(valid);
+}
+
+/* A growable array of fixed-size items. */
+typedef struct { char *data; int64_t size, capacity, item; } Growing;
+
+static int grow_reserve(Growing *g, int64_t more)
+{
+    if (g->size + more <= g->capacity) return 1;
+    int64_t capacity = g->capacity ? g->capacity : 1024;
+    while (capacity < g->size + more) capacity *= 2;
+    char *data = realloc(g->data, capacity * g->item);
+    if (!data) return 0;
+    g->data = data;
+    g->capacity = capacity;
+    return 1;
+}
+
+static int grow_push(Growing *g, const void *value)
+{
+    if (!grow_reserve(g, 1)) return 0;
+    memcpy(g->data + g->size++ * g->item, value, g->item);
+    return 1;
+}
+
+/* A bytearray holding the array's items (NULL with an exception set when out of memory). */
+static PyObject *grow_to_bytearray(const Growing *g)
+{
+    return PyByteArray_FromStringAndSize(g->size ? g->data : "", g->size * g->item);
+}
+
+static inline uint64_t hash_bytes(const uint8_t *s, int64_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;                 /* FNV-1a */
+    for (int64_t k = 0; k < n; k++) h = (h ^ s[k]) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
+
+/* Distinct byte strings -> 0, 1, 2, ... in order of first sight: open addressing, each slot
+ * holding 32 bits of the string's hash beside its number, and each string copied once into
+ * one compact buffer (the texts' occurrences lie far apart: comparing against them would cost
+ * a cache miss each). */
+typedef struct { uint32_t tag; int32_t number; } Slot;         /* number -1: empty */
+typedef struct { int64_t offset, length; } Key;                /* a string in keys */
+
+typedef struct {
+    Slot *slots;
+    int64_t mask;
+    Growing keys;                                     /* bytes */
+    Growing entries;                                  /* Key per number */
+    Growing hashes;                                   /* uint64 per number, for growing */
+} Numbering;
+
+static int numbering_init(Numbering *t, int64_t capacity)
+{
+    memset(t, 0, sizeof *t);
+    int64_t size = 1024;
+    while (size < 2 * capacity) size *= 2;
+    t->slots = malloc(size * sizeof(Slot));
+    if (!t->slots) return 0;
+    memset(t->slots, 0xFF, size * sizeof(Slot));
+    t->mask = size - 1;
+    t->keys.item = 1;
+    t->entries.item = sizeof(Key);
+    t->hashes.item = 8;
+    return 1;
+}
+
+static void numbering_free(Numbering *t)
+{
+    free(t->slots);
+    free(t->keys.data);
+    free(t->entries.data);
+    free(t->hashes.data);
+}
+
+static int numbering_grow(Numbering *t)
+{
+    int64_t size = 2 * (t->mask + 1);
+    Slot *slots = malloc(size * sizeof(Slot));
+    if (!slots) return 0;
+    memset(slots, 0xFF, size * sizeof(Slot));
+    const uint64_t *hashes = (const uint64_t *)t->hashes.data;
+    for (int64_t n = 0; n < t->hashes.size; n++) {
+        int64_t slot = hashes[n] & (size - 1);
+        while (slots[slot].number >= 0) slot = (slot + 1) & (size - 1);
+        slots[slot] = (Slot){(uint32_t)(hashes[n] >> 32), (int32_t)n};
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->mask = size - 1;
+    return 1;
+}
+
+static inline int same_bytes(const uint8_t *a, const uint8_t *b, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++)
+        if (a[k] != b[k]) return 0;
+    return 1;
+}
+
+/* The number of the string s[0:length], or -1 when it has none. */
+static inline int64_t numbering_get(const Numbering *t, const uint8_t *s, int64_t length, uint64_t h,
+                                    int64_t *slot_out)
+{
+    const Key *entries = (const Key *)t->entries.data;
+    int64_t slot = h & t->mask;
+    for (Slot found; (found = t->slots[slot]).number >= 0; slot = (slot + 1) & t->mask) {
+        if (found.tag != (uint32_t)(h >> 32)) continue;
+        const Key key = entries[found.number];
+        if (key.length == length && same_bytes((const uint8_t *)t->keys.data + key.offset, s, length)) {
+            *slot_out = slot;
+            return found.number;
+        }
+    }
+    *slot_out = slot;
+    return -1;
+}
+
+/* The number of s[0:length], numbering it if new (*is_new); -1: no memory. */
+static int64_t numbering_find(Numbering *t, const uint8_t *s, int64_t length, int *is_new)
+{
+    uint64_t h = hash_bytes(s, length);
+    int64_t slot, n = numbering_get(t, s, length, h, &slot);
+    *is_new = n < 0;
+    if (n >= 0) return n;
+    n = t->hashes.size;
+    Key key = {t->keys.size, length};
+    if (n >= INT32_MAX || !grow_reserve(&t->keys, length) || !grow_push(&t->entries, &key)
+        || !grow_push(&t->hashes, &h))
+        return -1;
+    memcpy(t->keys.data + t->keys.size, s, length);
+    t->keys.size += length;
+    t->slots[slot] = (Slot){(uint32_t)(h >> 32), (int32_t)n};
+    if (2 * t->hashes.size > t->mask && !numbering_grow(t)) return -1;
+    return n;
+}
+
+typedef struct {
+    const uint8_t *text;
+    const uint8_t *word;                               /* (0x110000,) 1: \w */
+    Numbering tokens;
+    Growing index;                                     /* int32 per occurrence */
+    Growing prepared;                                  /* bytes: the distinct prepared tokens */
+    Growing prepared_chars;                            /* int64 per distinct token */
+} Tokenizer;
+
+static inline int is_word_at(const Tokenizer *k, int64_t i, int64_t end)
+{
+    int32_t c = utf8_next(k->text, end, &i);
+    return c >= 0 && k->word[c];
+}
+
+/* One token text[start : start + length]: its number goes to the index; a new one is written
+ * out prepared (a word's "_" escaped, a word's trailing space written "_"). 0: no memory. */
+static int emit(Tokenizer *k, int64_t start, int64_t length, int word)
+{
+    int is_new;
+    int64_t n = numbering_find(&k->tokens, k->text + start, length, &is_new);
+    if (n < 0) return 0;
+    int32_t n32 = (int32_t)n;
+    if (!grow_push(&k->index, &n32)) return 0;
+    if (!is_new) return 1;
+    const uint8_t *s = k->text + start;
+    int64_t chars = 0;
+    if (!grow_reserve(&k->prepared, ESCAPE_LEN * length)) return 0;
+    for (int64_t j = 0; j < length; j++) {
+        uint8_t byte = s[j];
+        chars += (byte & 0xC0) != 0x80;
+        if (word && byte == '_') {
+            memcpy(k->prepared.data + k->prepared.size, ESCAPE, ESCAPE_LEN);
+            k->prepared.size += ESCAPE_LEN;
+            chars += ESCAPE_LEN - 1;
+        } else {
+            k->prepared.data[k->prepared.size++] = (word && byte == ' ' && j == length - 1) ? '_' : byte;
+        }
+    }
+    return grow_push(&k->prepared_chars, &chars);
+}
+
+/* The tokens of text[start:end], a piece between escape sequences: maximal runs of word and of
+ * non-word characters, where a word run followed by exactly one space (then a word character or
+ * the piece's end) takes the space along.  0: no memory. */
+static int tokenize_piece(Tokenizer *k, int64_t start, int64_t end)
+{
+    int64_t p = start;
+    while (p < end) {
+        int word = is_word_at(k, p, end);
+        int64_t next = p;
+        while (next < end) {
+            int64_t at = next;
+            int32_t c = utf8_next(k->text, end, &next);
+            if (c < 0 || k->word[c] != word) { next = at; break; }
+        }
+        if (next == p) next++;           /* not UTF-8 (the caller checked it is): never stall */
+        if (word && next < end && k->text[next] == ' ' && (next + 1 == end || is_word_at(k, next + 1, end)))
+            next++;
+        if (!emit(k, p, next - p, word)) return 0;
+        p = next;
+    }
+    return 1;
+}
+
+/* Where the next escape sequence starts in text[start:end], or end. */
+static int64_t find_escape(const uint8_t *text, int64_t start, int64_t end)
+{
+    for (int64_t i = start; i + ESCAPE_LEN <= end; i++) {
+        const uint8_t *hit = memchr(text + i, '\\', end - ESCAPE_LEN + 1 - i);
+        if (!hit) break;
+        i = hit - text;
+        if (memcmp(hit, ESCAPE, ESCAPE_LEN) == 0) return i;
+    }
+    return end;
+}
+
+/* The tokens of one text, as _prepare_tokens_for_encode(_Tokenizer({ESCAPE}).tokenize(text)):
+ * an escape sequence written in the text is a token of its own, prepared as "\&" and "undsc"
+ * ("undsc_" when the next token is a lone space, which then stays a token too). */
+static int tokenize_text(Tokenizer *k, int64_t start, int64_t end)
+{
+    for (int64_t p = start; p <= end;) {
+        int64_t escape = find_escape(k->text, p, end);
+        if (!tokenize_piece(k, p, escape)) return 0;
+        if (escape == end) break;
+        int64_t after = escape + ESCAPE_LEN, piece_end = find_escape(k->text, after, end);
+        int lone_space = after < piece_end && k->text[after] == ' '
+                         && (after + 1 == piece_end || is_word_at(k, after + 1, piece_end));
+        if (!emit(k, escape, 2, 0) || !emit(k, escape + 2, ESCAPE_LEN - 2 + lone_space, 1)) return 0;
+        p = after;
+    }
+    return 1;
+}
+
+/* tokenize(text, offsets, word, token_offsets) -> (index, prepared, prepared_chars): text r is
+ * text[offsets[r]:offsets[r+1]] (UTF-8); its tokens are index[token_offsets[r]:token_offsets[r+1]]
+ * (int32 numbers of distinct tokens, in order of first sight); distinct token n, prepared, is
+ * the n-th piece of the UTF-8 bytes ``prepared``, prepared_chars[n] (int64) code points long. */
+static PyObject *py_tokenize(PyObject *self, PyObject *args)
+{
+    Py_buffer b[4] = {{0}};
+    if (!PyArg_ParseTuple(args, "y*y*y*w*", &b[0], &b[1], &b[2], &b[3])) return NULL;
+    Py_ssize_t texts = b[1].len / 8 - 1;
+    int ok = texts >= 0 && need(&b[2], 0x110000, "word") && need(&b[3], (texts + 1) * 8, "token_offsets");
+    const int64_t *offsets = b[1].buf;
+    for (Py_ssize_t r = 0; ok && r < texts; r++)
+        ok = offsets[r] >= 0 && offsets[r] <= offsets[r + 1] && offsets[r + 1] <= b[0].len;
+    if (!ok && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "tokenize: bad offsets");
+    Tokenizer k = {.text = b[0].buf, .word = b[2].buf};
+    k.index.item = 4;
+    k.prepared.item = 1;
+    k.prepared_chars.item = 8;
+    int memory = ok ? numbering_init(&k.tokens, 1 << 16) : 1;
+    if (ok && memory) {
+        int64_t *token_offsets = b[3].buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < texts && memory; r++) {
+            token_offsets[r] = k.index.size;
+            memory = tokenize_text(&k, offsets[r], offsets[r + 1]);
+        }
+        token_offsets[texts] = k.index.size;
+        Py_END_ALLOW_THREADS
+    }
+    PyObject *result = NULL;
+    if (ok && !memory) PyErr_NoMemory();
+    if (ok && memory) {
+        PyObject *index = grow_to_bytearray(&k.index), *prepared = grow_to_bytearray(&k.prepared),
+                 *chars = grow_to_bytearray(&k.prepared_chars);
+        if (index && prepared && chars) result = PyTuple_Pack(3, index, prepared, chars);
+        Py_XDECREF(index);
+        Py_XDECREF(prepared);
+        Py_XDECREF(chars);
+    }
+    numbering_free(&k.tokens);
+    free(k.index.data);
+    free(k.prepared.data);
+    free(k.prepared_chars.data);
+    release(b, 4);
+    return result;
+}
+
+/* Greedy longest match of one token (UTF-8 bytes s[0:n]) by the subwords: ids as
+ * SubwordEncoder._token_to_ids gives them, plus 1 (encode's ids).  0: no memory. */
+static int encode_token(const uint8_t *s, int64_t n, Numbering *subwords, const int64_t *subword_id,
+                        int64_t num_subwords, int64_t max_chars, Growing *char_start, Growing *ids)
+{
+    char_start->size = 0;
+    for (int64_t j = 0; j <= n; j++)
+        if (j == n || (s[j] & 0xC0) != 0x80)
+            if (!grow_push(char_start, &j)) return 0;
+    const int64_t *at = (const int64_t *)char_start->data;
+    int64_t chars = char_start->size - 1;
+    for (int64_t i = 0; i < chars;) {
+        int64_t id = -1, taken = 1;
+        for (int64_t length = chars - i < max_chars ? chars - i : max_chars; length > 0 && id < 0; length--) {
+            const uint8_t *candidate = s + at[i];
+            int64_t bytes = at[i + length] - at[i];
+            if (bytes == ESCAPE_LEN && memcmp(candidate, ESCAPE, ESCAPE_LEN) == 0) {
+                id = num_subwords + '_';
+            } else {
+                int64_t slot, m = numbering_get(subwords, candidate, bytes, hash_bytes(candidate, bytes), &slot);
+                if (m >= 0) id = subword_id[m];
+            }
+            taken = length;
+        }
+        if (!grow_reserve(ids, 4)) return 0;
+        int32_t *out = (int32_t *)ids->data;
+        if (id >= 0) {
+            out[ids->size++] = (int32_t)(id + 1);
+        } else if (at[i + 1] - at[i] == 1 && s[at[i]] == '_') {      /* "_" alone: a space's byte */
+            out[ids->size++] = (int32_t)(num_subwords + ' ' + 1);
+        } else {                                                      /* the character's bytes */
+            for (int64_t j = at[i]; j < at[i + 1]; j++) out[ids->size++] = (int32_t)(num_subwords + s[j] + 1);
+        }
+        i += taken;
+    }
+    return 1;
+}
+
+/* encode_tokens(tokens, token_ends, subwords, subword_ends, max_chars, id_offsets) -> ids:
+ * token t is tokens[token_ends[t-1]:token_ends[t]] (UTF-8), subword s likewise; token t's ids
+ * (int32, encode's: 1 + SubwordEncoder._token_to_ids) are ids[id_offsets[t]:id_offsets[t+1]].
+ * A subword listed twice has its last id, as in the encoder's dict. */
+static PyObject *py_encode_tokens(PyObject *self, PyObject *args)
+{
+    Py_buffer b[5] = {{0}};
+    Py_ssize_t max_chars;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*nw*", &b[0], &b[1], &b[2], &b[3], &max_chars, &b[4])) return NULL;
+    Py_ssize_t num_tokens = b[1].len / 8, num_subwords = b[3].len / 8;
+    const int64_t *token_ends = b[1].buf, *subword_ends = b[3].buf;
+    int ok = need(&b[4], (num_tokens + 1) * 8, "id_offsets") && max_chars > 0;
+    for (Py_ssize_t t = 0; ok && t < num_tokens; t++)
+        ok = (t ? token_ends[t - 1] : 0) <= token_ends[t] && token_ends[t] <= b[0].len;
+    for (Py_ssize_t t = 0; ok && t < num_subwords; t++)
+        ok = (t ? subword_ends[t - 1] : 0) <= subword_ends[t] && subword_ends[t] <= b[2].len;
+    if (!ok && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "encode_tokens: bad arguments");
+    Numbering subwords;
+    int64_t *subword_id = NULL;
+    Growing char_start = {.item = 8}, ids = {.item = 4};
+    int memory = ok ? numbering_init(&subwords, num_subwords) : 1;
+    if (ok && memory) {
+        int64_t *id_offsets = b[4].buf;
+        Py_BEGIN_ALLOW_THREADS
+        subword_id = malloc((num_subwords + 1) * sizeof(int64_t));
+        memory = subword_id != NULL;
+        for (Py_ssize_t s = 0; s < num_subwords && memory; s++) {
+            int is_new;
+            int64_t start = s ? subword_ends[s - 1] : 0;
+            int64_t n = numbering_find(&subwords, (const uint8_t *)b[2].buf + start, subword_ends[s] - start, &is_new);
+            if (n < 0) memory = 0;
+            else subword_id[n] = s;                                   /* a repeat: the last id */
+        }
+        for (Py_ssize_t t = 0; t < num_tokens && memory; t++) {
+            int64_t start = t ? token_ends[t - 1] : 0;
+            id_offsets[t] = ids.size;
+            memory = encode_token((const uint8_t *)b[0].buf + start, token_ends[t] - start, &subwords, subword_id,
+                                  num_subwords, max_chars, &char_start, &ids);
+        }
+        id_offsets[num_tokens] = ids.size;
+        Py_END_ALLOW_THREADS
+    }
+    PyObject *result = NULL;
+    if (ok && !memory) PyErr_NoMemory();
+    if (ok && memory) result = grow_to_bytearray(&ids);
+    if (ok) numbering_free(&subwords);
+    free(subword_id);
+    free(char_start.data);
+    free(ids.data);
+    release(b, 5);
+    return result;
+}
+
+/* gather_ids(index, id_offsets, token_ids, token_offsets, offsets) -> ids: the ids of every
+ * token occurrence in order (int32); text r's are ids[offsets[r]:offsets[r+1]], offsets (R+1,)
+ * int64 written here; token_offsets (R+1,) as tokenize gives them. */
+static PyObject *py_gather_ids(PyObject *self, PyObject *args)
+{
+    Py_buffer b[5] = {{0}};
+    if (!PyArg_ParseTuple(args, "y*y*y*y*w*", &b[0], &b[1], &b[2], &b[3], &b[4])) return NULL;
+    Py_ssize_t occurrences = b[0].len / 4, num_tokens = b[1].len / 8 - 1, texts = b[3].len / 8 - 1;
+    const int32_t *index = b[0].buf;
+    const int64_t *id_offsets = b[1].buf, *token_offsets = b[3].buf;
+    int ok = num_tokens >= 0 && texts >= 0 && need(&b[4], (texts + 1) * 8, "offsets")
+             && token_offsets[texts] == occurrences && id_offsets[num_tokens] * 4 <= b[2].len;
+    int64_t total = 0;
+    for (Py_ssize_t o = 0; ok && o < occurrences; o++) {
+        ok = index[o] >= 0 && index[o] < num_tokens;
+        if (ok) total += id_offsets[index[o] + 1] - id_offsets[index[o]];
+    }
+    if (!ok) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "gather_ids: bad arguments");
+        release(b, 5);
+        return NULL;
+    }
+    PyObject *result = PyByteArray_FromStringAndSize(NULL, total * 4);
+    if (result) {
+        int32_t *ids = (int32_t *)PyByteArray_AS_STRING(result);
+        const int32_t *token_ids = b[2].buf;
+        int64_t *offsets = b[4].buf, written = 0;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < texts; r++) {
+            offsets[r] = written;
+            for (int64_t o = token_offsets[r]; o < token_offsets[r + 1]; o++) {
+                int64_t from = id_offsets[index[o]], n = id_offsets[index[o] + 1] - from;
+                memcpy(ids + written, token_ids + from, n * 4);
+                written += n;
+            }
+        }
+        offsets[texts] = written;
+        Py_END_ALLOW_THREADS
+    }
+    release(b, 5);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"count_review_rows", py_count_review_rows, METH_VARARGS, "Distinct rows per review and their counts."},
     {"pooled_sum", py_pooled_sum, METH_VARARGS, "Embedding + average pooling from the row counts."},
     {"distinct_rows", py_distinct_rows, METH_VARARGS, "The distinct rows of the pairs, ascending."},
     {"row_sums", py_row_sums, METH_VARARGS, "The pooled embedding's gradient summed per row."},
     {"adam", py_adam, METH_VARARGS, "Keras Adam: dense, table rows, or lazy rows."},
+    {"code_points_present", py_code_points_present, METH_VARARGS, "Mark the code points of a UTF-8 text."},
+    {"tokenize", py_tokenize, METH_VARARGS, "tfds's prepared tokens of many UTF-8 texts."},
+    {"encode_tokens", py_encode_tokens, METH_VARARGS, "Subword ids of distinct tokens (greedy longest match)."},
+    {"gather_ids", py_gather_ids, METH_VARARGS, "Every token occurrence's ids, text by text."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -257,3 +257,42 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, c1, c2,
     load().adam(2 if lazy else 1, weight, m, v, rows, np.ascontiguousarray(grad_rows, dtype=weight.dtype),
                 np.ascontiguousarray(squared_rows, dtype=weight.dtype), weight.shape[0], weight.shape[1],
                 rows.shape[0], alpha, c1, c2, eps, weight.itemsize)
+
+
+# --------------------------------------------------------------------------- text
+def tokenize(text: bytes, offsets: np.ndarray, word: np.ndarray):
+    """(index (M,) int32, token_offsets (R+1,) int64, prepared bytes, prepared_chars (T,) int64):
+    tfds's prepared tokens of the UTF-8 texts ``text[offsets[r]:offsets[r+1]]``, numbered in order
+    of first sight (see ``tokenize`` in native.c); ``word`` (0x110000,) uint8 marks \\w."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    token_offsets = np.empty(len(offsets), dtype=np.int64)
+    index, prepared, chars = load().tokenize(text, offsets, np.ascontiguousarray(word, dtype=np.uint8),
+                                             token_offsets)
+    return (np.frombuffer(index, dtype=np.int32), token_offsets, bytes(prepared),
+            np.frombuffer(chars, dtype=np.int64))
+
+
+def code_points_present(text: bytes) -> np.ndarray | None:
+    """(0x110000,) bool: the code points of the UTF-8 ``text``; None when it is not UTF-8."""
+    present = np.zeros(0x110000, dtype=np.uint8)
+    return present.view(bool) if load().code_points_present(text, present) else None
+
+
+def encode_tokens(tokens: bytes, token_ends: np.ndarray, subwords: bytes, subword_ends: np.ndarray,
+                  max_chars: int):
+    """(ids (total,) int32, id_offsets (T+1,) int64): the greedy subword split of each UTF-8 token
+    ``tokens[token_ends[t-1]:token_ends[t]]``, as ``encode``'s ids (1 + ``_token_to_ids``)."""
+    token_ends = np.ascontiguousarray(token_ends, dtype=np.int64)
+    id_offsets = np.empty(len(token_ends) + 1, dtype=np.int64)
+    ids = load().encode_tokens(tokens, token_ends, subwords, np.ascontiguousarray(subword_ends, dtype=np.int64),
+                               max_chars, id_offsets)
+    return np.frombuffer(ids, dtype=np.int32), id_offsets
+
+
+def gather_ids(index: np.ndarray, id_offsets: np.ndarray, token_ids: np.ndarray, token_offsets: np.ndarray):
+    """(ids, offsets): every token occurrence's ids in order; text r's are ``ids[offsets[r]:offsets[r+1]]``."""
+    offsets = np.empty(len(token_offsets), dtype=np.int64)
+    ids = load().gather_ids(np.ascontiguousarray(index, dtype=np.int32), np.ascontiguousarray(id_offsets, dtype=np.int64),
+                            np.ascontiguousarray(token_ids, dtype=np.int32),
+                            np.ascontiguousarray(token_offsets, dtype=np.int64), offsets)
+    return np.frombuffer(ids, dtype=np.int32), offsets

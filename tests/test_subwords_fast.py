@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from npembed.datasets import subwords_fast
-from npembed.datasets.subwords import SubwordEncoder, _token_counts
+from npembed.datasets.subwords import (UNDERSCORE_REPLACEMENT, SubwordEncoder, _prepare_tokens_for_encode,
+                                       _token_counts, _Tokenizer)
 
 from conftest import GOLDEN_VOCAB, real_data_path
 
@@ -95,16 +96,80 @@ def test_the_search_visits_the_same_candidates():
     assert len(seen[0]) > 2 and seen[0] == seen[1]
 
 
+# The escape sequence in the text: the reference tokenizer splits it out as a reserved token,
+# written "\\&" "undsc", and "undsc_" before a lone space (which stays a token too: tfds's quirk).
+ESCAPE_TEXTS = ["", " ", "  ", "a ", "a  ", "x", "\\&undsc", "\\&undsc \\&undsc", "a \\&undsc b",
+                "\\&undsc\\&undsc", "x\\&undsc ", "\\&undsc  y", "\\&\\&undsc", "\\\\&undsc",
+                "\\&undsc_x \\&undsc ", "\\&undsc \\&", "a_ b _ _", "word_ ", "\\&unds", "\\&undscx y"]
+# Characters whose class needs Unicode's tables: a line separator and U+0085 (non-word), digits
+# and numerics of other scripts, superscripts, letters outside the BMP (word).
+UNICODE_TEXTS = ["\U0001F3AC\u0085x\u2028 y", "\u0663\u0664 \u00bd \u216b x\u00b2", "\U00010400\U00010401 b",
+                 "a" * 100 + " " + "\u00e9" * 50, "tab\there\r\nnew", "\u00a0nbsp\u00a0 x"]
+
+
 @pytest.mark.parametrize("name", sorted(CORPORA))
-def test_encode_texts_equals_encode(name):
+def test_tokenize_gives_the_reference_tokens(name, kernel_backend):
+    """C's tokenizer (and the regular-expression one) against the reference tokenizer, text by
+    text, and the two fast ones against each other: the same tokens numbered in the same order."""
+    texts = CORPORA[name] + ESCAPE_TEXTS + UNICODE_TEXTS
+    reference = _Tokenizer({UNDERSCORE_REPLACEMENT})
+    tokenized = subwords_fast.tokenize(texts)
+    for row, text in enumerate(texts):
+        found = tokenized.token_index[tokenized.offsets[row]:tokenized.offsets[row + 1]]
+        assert [tokenized.tokens[i] for i in found] == _prepare_tokens_for_encode(reference.tokenize(text)), text
+    python = subwords_fast.tokenize_python(texts)
+    assert tokenized.tokens == python.tokens
+    np.testing.assert_array_equal(tokenized.token_index, python.token_index)
+    np.testing.assert_array_equal(tokenized.offsets, python.offsets)
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_encode_texts_equals_encode_on_both_backends(name, kernel_backend):
     corpus = CORPORA[name]
     encoder = SubwordEncoder.build_from_corpus(corpus[: len(corpus) // 2], 300)
-    unseen = random_corpus(99, texts=10) + ["", "x", "\\&undsc", "word_ ", "ünïcödé ✓"]
-    texts = corpus + unseen
+    texts = corpus + ESCAPE_TEXTS + UNICODE_TEXTS + [t.encode() for t in corpus[:5]]
     ids, offsets = subwords_fast.encode_texts(encoder, texts)
     assert ids.dtype == np.int32 and offsets.dtype == np.int64 and offsets.shape == (len(texts) + 1,)
     for row, text in enumerate(texts):
         assert ids[offsets[row]:offsets[row + 1]].tolist() == encoder.encode(text), text
+
+
+def test_native_token_ids_follow_the_reference_split(native_backend):
+    """Subwords longer than the escape sequence, the escape itself listed as a subword (its byte
+    id wins), a subword listed twice (the last id wins, as in the encoder's dict), "_" alone
+    (a space's byte) and characters no subword spells (their UTF-8 bytes)."""
+    encoder = SubwordEncoder(["abcdefghij_", "abc", "ab", "\\&undsc", "é", "日本", "ab", "x_", "zz"])
+    tokens = ["abcdefghij_", "abcdefghijk", "abab\\&undscab", "_", "é日本語🎬", "q", "x_", "zzz_", ""]
+    ids, id_offsets = subwords_fast.token_ids_native(encoder, tokens)
+    for t, token in enumerate(tokens):
+        assert ids[id_offsets[t]:id_offsets[t + 1]].tolist() == [i + 1 for i in encoder._token_to_ids(token)], token
+
+
+def test_word_characters_are_pythons_word_characters():
+    """The table C classifies characters by is built from Python's own \\w, for every code point."""
+    word = subwords_fast._word_table(np.ones(0x110000, dtype=bool))
+    expected = np.array([c == "_" or c.isalnum() for c in map(chr, range(0x110000))])
+    np.testing.assert_array_equal(word.astype(bool), expected)
+
+
+def test_text_that_is_not_utf8_fails_as_the_reference_does(kernel_backend):
+    encoder = SubwordEncoder(["ab"])
+    with pytest.raises(UnicodeDecodeError):
+        subwords_fast.encode_texts(encoder, [b"fine", b"bad \xff byte"])
+
+
+def test_real_reviews_encode_to_the_cached_ids(imdb, native_backend):
+    """Every one of the 50,000 reviews, encoded by C, against the cache (written by whichever path
+    built it), and a sample against the reference encoder."""
+    from npembed.datasets.sources import read_reviews
+    reviews = read_reviews(imdb.source)
+    for split in (imdb.train, imdb.test):
+        texts = [r.text for r in reviews[split.name]]
+        ids, offsets = subwords_fast.encode_texts(SubwordEncoder(imdb.encoder.subwords), texts)
+        np.testing.assert_array_equal(ids, split.ids)
+        np.testing.assert_array_equal(offsets, split.offsets)
+        for row in range(0, len(texts), 97):
+            assert ids[offsets[row]:offsets[row + 1]].tolist() == imdb.encoder.encode(texts[row])
 
 
 def test_encode_texts_with_mixed_subwords_falls_back_to_the_reference():

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from npembed import kernels
 from npembed.datasets import background
 from npembed.datasets.batching import EncodedSplit
 from npembed.datasets.cache import Cache
@@ -81,7 +83,9 @@ def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter
         encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
         return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
     say(f"reading reviews from {source.describe()}")
+    compiling = _build_native_meanwhile()
     reviews = read_reviews(source)
+    compiling.join()                          # before the fork below: the build holds a lock
     # the test reviews are cut into tokens on the other core while this one builds the vocabulary
     test_tokens = (background.start(tokenize, [r.text for r in reviews["test"]]) if cached["test"] is None
                    else None)
@@ -127,6 +131,20 @@ def encode_split(name: str, reviews: Sequence[Review], encoder: SubwordEncoder, 
     labels = np.array([r.label for r in reviews], dtype=np.int8)
     keys = np.array([r.key for r in reviews])
     return EncodedSplit(name, ids, offsets, labels, keys)
+
+
+def _build_native_meanwhile() -> threading.Thread:
+    """Start choosing the kernel backend in a thread: on a first run that compiles the C module
+    (about a second, in the compiler's process, on the other core) while the archive is read.
+    A failure is left for the tokenizer's own call to report."""
+    def choose() -> None:
+        try:
+            kernels.backend()
+        except Exception:                     # noqa: BLE001 - raised again where it matters
+            pass
+    thread = threading.Thread(target=choose, name="npembed-native-build", daemon=True)
+    thread.start()
+    return thread
 
 
 class _Reporter:

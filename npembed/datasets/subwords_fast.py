@@ -26,9 +26,15 @@ for output (the same subwords in the same order, the same ids).  What makes it f
    lengths; then the segment starts are followed from each token's first position, all tokens
    at once (one round per segment of the longest token).
 
-Encoding (``encode_texts``): each review is cut into tfds's tokens by one regular expression, the
-distinct tokens are encoded once (by the reference encoder, or for the corpus the vocabulary was
-built from, all at once by :meth:`FastBuilder.token_ids`), and the ids are gathered with NumPy.
+Tokens and ids (``tokenize``, ``encode_tokenized``, ``encode_texts``): where the native module
+builds (``npembed/native.c``, the kernels' C backend), C cuts all the texts into tfds's prepared
+tokens in one pass over their UTF-8 bytes, numbering the distinct tokens with a hash table; whether
+a character is a word character (``\\w``) comes from a table that Python's own ``re`` fills for
+the code points present.  C then splits each distinct token into subword ids (the reference's
+greedy longest match, with a hash table of the subwords) and copies the ids of every occurrence.
+Without a C compiler: one regular expression per text, each distinct token encoded once by the
+reference encoder (for the corpus the vocabulary was built from, all at once by
+:meth:`FastBuilder.token_ids`), and the ids gathered with NumPy.
 """
 from __future__ import annotations
 
@@ -87,7 +93,56 @@ class _Numbering(dict):
 
 
 def tokenize(texts: Iterable[str | bytes]) -> Tokenized:
-    """Cut every text into tfds's tokens: one regular expression per text, every token numbered
+    """Cut every text into tfds's tokens (``_prepare_tokens_for_encode(tokenize(text))`` of the
+    reference tokenizer with the escape sequence reserved), distinct tokens in order of first
+    sight: in C where the native module builds, else :func:`tokenize_python`."""
+    texts = list(texts)
+    if _native() is not None:
+        try:
+            data = [text.encode("utf-8") if isinstance(text, str) else text for text in texts]
+        except UnicodeEncodeError:           # a str with lone surrogates: Python's path handles it
+            return tokenize_python(texts)
+        tokenized = _tokenize_native(data)
+        if tokenized is not None:
+            return tokenized
+    return tokenize_python(texts)
+
+
+def _tokenize_native(data: list[bytes]) -> Tokenized | None:
+    """:func:`tokenize` in C on UTF-8 texts (None when one is not UTF-8)."""
+    from npembed import native
+    text = b"".join(data)
+    offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)), out=offsets[1:])
+    present = native.code_points_present(text)
+    if present is None:
+        return None
+    index, token_offsets, prepared, chars = native.tokenize(text, offsets, _word_table(present))
+    prepared_text, ends = prepared.decode("utf-8"), np.cumsum(chars).tolist()
+    tokens = [prepared_text[a:b] for a, b in zip([0] + ends[:-1], ends)]
+    return Tokenized(tokens, index, token_offsets)
+
+
+def _word_table(present: np.ndarray) -> np.ndarray:
+    """(0x110000,) uint8: 1 for the code points in ``present`` that Python's ``re`` counts as \\w
+    (letters, digits, numerics in Unicode's sense, and "_"), the definition tfds's tokenizer uses."""
+    codes = np.flatnonzero(present)
+    word = np.zeros(len(present), dtype=np.uint8)
+    word[codes] = [_WORD_RE.match(chr(code)) is not None for code in codes.tolist()]
+    return word
+
+
+def _native():
+    """The native module's wrappers (npembed.native) when the C backend is in use, else None."""
+    from npembed import kernels
+    if kernels.backend() != "native":
+        return None
+    from npembed import native
+    return native
+
+
+def tokenize_python(texts: Iterable[str | bytes]) -> Tokenized:
+    """:func:`tokenize` without C: one regular expression per text, every token numbered
     by a dict lookup from C (``map``), each distinct token prepared once.  A text that spells the
     escape sequence ``\\&undsc`` itself goes through the reference tokenizer, which splits it out
     as a reserved token; its tokens are numbered as ``(token,)`` so as not to be prepared twice."""
@@ -127,6 +182,10 @@ def encode_tokenized(encoder: SubwordEncoder, tokenized: Tokenized) -> tuple[np.
     letter/punctuation subwords, as subwords8k): otherwise its tokenizer splits such subwords
     out first and :func:`encode_texts` uses the reference encoder text by text.
     """
+    native = _native()
+    if native is not None:
+        token_ids, id_offsets = token_ids_native(encoder, tokenized.tokens)
+        return native.gather_ids(tokenized.token_index, id_offsets, token_ids, tokenized.offsets)
     per_token = [encoder._token_to_ids(token) for token in tokenized.tokens]
     token_length = np.fromiter(map(len, per_token), dtype=np.int64, count=len(per_token))
     token_start = np.zeros(len(per_token) + 1, dtype=np.int64)
@@ -139,6 +198,18 @@ def encode_tokenized(encoder: SubwordEncoder, tokenized: Tokenized) -> tuple[np.
     ids = token_ids[np.arange(int(occurrence_end[-1]) if len(occurrence_end) else 0) + shift]
     offsets = np.concatenate([[0], occurrence_end])[tokenized.offsets]
     return ids, offsets.astype(np.int64)
+
+
+def token_ids_native(encoder: SubwordEncoder, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (total,) int32, id_offsets (T+1,) int64): token t's ids are
+    ``ids[id_offsets[t]:id_offsets[t+1]]`` = ``1 + encoder._token_to_ids(tokens[t])``, in C."""
+    from npembed import native
+    token_bytes = [token.encode("utf-8") for token in tokens]
+    subword_bytes = [subword.encode("utf-8") for subword in encoder._subwords]
+    ends = [np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)))
+            for pieces in (token_bytes, subword_bytes)]
+    return native.encode_tokens(b"".join(token_bytes), ends[0], b"".join(subword_bytes), ends[1],
+                                encoder._max_subword_len)
 
 
 def encode_texts(encoder: SubwordEncoder, texts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarray]:
