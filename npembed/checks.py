@@ -16,7 +16,12 @@ def check_token_ids(ids, input_dim: int) -> np.ndarray:
 
     Accepts any integer array-like of rank 2 whose values lie in [0, input_dim).
     """
-    ids = np.asarray(ids)
+    try:
+        ids = np.asarray(ids)
+    except ValueError as err:               # ragged lists: NumPy's "inhomogeneous shape"
+        raise ValueError("token ids must be a rectangular (batch, seq_len) array; reviews of "
+                         "different lengths must be padded with 0 first "
+                         "(npembed.datasets.pad_rows)") from err
     if ids.dtype.kind not in "iub":                 # signed, unsigned, bool (refused below)
         if ids.dtype.kind == "f" and ids.size and np.all(np.mod(ids, 1) == 0):
             hint = ". They look like whole numbers: convert with ids.astype('int64')"

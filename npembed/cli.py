@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +18,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from npembed.errors import NpembedError
+    import warnings
+    format_warning, handlers = warnings.formatwarning, _stop_on_termination()
+    # a warning is a line of the command's output, not a source location
+    warnings.formatwarning = lambda message, *_, **__: f"npembed {args.command}: warning: {message}\n"
     try:
         _check_environment()
         return args.handler(args) or 0
     except NpembedError as err:
         print(f"npembed {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print(f"\nnpembed {args.command}: interrupted. A training run resumes from its last "
-              "checkpoint with `npembed train --out RUN --resume`.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Terminated) else signal.SIGINT
+        print(f"\nnpembed {args.command}: {'interrupted' if signum == signal.SIGINT else 'terminated'} "
+              f"({signal.Signals(signum).name}). {_after_interruption(args)}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:                 # `npembed neighbors ... | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -36,6 +43,43 @@ def main(argv: list[str] | None = None) -> int:
               "Fix the location (space, permissions) and run the command again; a training run "
               "resumes with --resume.", file=sys.stderr)
         return FILESYSTEM
+    finally:
+        warnings.formatwarning = format_warning
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the process is, so that it ends as Ctrl-C does: locks
+    released, temporary files removed, a message instead of a silent death."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_termination() -> dict:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` (where their handler is the default);
+    returns the handlers to put back."""
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+
+    def terminate(signum, frame):
+        raise Terminated(signum)
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, terminate)
+    return previous
+
+
+def _after_interruption(args) -> str:
+    if args.command == "train":
+        return (f"Nothing is lost: `npembed train --out {args.out} --resume` continues from the last "
+                "finished epoch.")
+    if args.command == "prepare":
+        return "Nothing half-written is used: run it again to finish the cache."
+    return "Nothing was changed."
 
 
 def _check_environment() -> None:
@@ -46,6 +90,9 @@ def _check_environment() -> None:
     if kernels and kernels not in BACKENDS:
         raise UsageError(f"NPEMBED_KERNELS={os.environ['NPEMBED_KERNELS']!r} is not a kernel backend: "
                          f"use one of {', '.join(BACKENDS)}, or unset it")
+    if kernels == "native":             # asked for by name: fail now, not after minutes of work
+        from npembed.kernels import backend
+        backend()
 
 
 # --------------------------------------------------------------------------- commands
@@ -132,8 +179,14 @@ def _review_texts(args) -> list[tuple[str, str]]:
     """(label to print, text) of each review: TEXT arguments, '-' for stdin, --file PATH."""
     from npembed.errors import UsageError
     reviews = []
+    if args.texts.count("-") > 1:
+        raise UsageError("'-' (standard input) is given more than once: it holds one review; pass "
+                         "the others as TEXT or --file PATH")
     for text in args.texts:
         if text == "-":
+            if sys.stdin is None:
+                raise UsageError("'-' reads a review from standard input, which is closed: pipe the "
+                                 "review in, or pass it as TEXT or --file PATH")
             reviews.append(("<stdin>", _decode(sys.stdin.buffer.read(), "standard input")))
         else:                               # undo Python's surrogateescape of non-UTF-8 argv bytes
             reviews.append((None, _decode(os.fsencode(text), f"argument {text!r}")))
@@ -169,7 +222,7 @@ def cmd_neighbors(args) -> int:
     table = model.weights[0]
     subwords = encoder.subwords
     lookup = {s: i + 1 for i, s in enumerate(subwords)}
-    word = args.word
+    word = _decode(os.fsencode(args.word), f"WORD {args.word!r}")   # undo surrogateescape, as predict
     row = lookup.get(word + "_") or lookup.get(word)
     if row is not None:
         print(f"{word!r} is subword {row} ({encoder.id_to_piece(row)!r})")
@@ -237,6 +290,13 @@ def at_least(low: int):
 positive_int = at_least(1)
 
 
+def path_arg(text: str) -> str:
+    """An argparse type: a path, not empty (an empty --out would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a file or folder")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     from npembed.config import NGRAM_DEFAULTS, TrainConfig
     from npembed.optimizers import Adam
@@ -255,12 +315,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("prepare", cmd_prepare, "build (once) and cache the subwords8k vocabulary and encoded reviews")
     data_option(sub)
-    sub.add_argument("--cache-dir", help="default $NPEMBED_CACHE or ~/.cache/npembed")
-    sub.add_argument("--vocab", help="encode with this .subwords file instead of building the vocabulary")
+    sub.add_argument("--cache-dir", type=path_arg, help="default $NPEMBED_CACHE or ~/.cache/npembed")
+    sub.add_argument("--vocab", type=path_arg, help="encode with this .subwords file instead of building the vocabulary")
 
     sub = command("train", cmd_train, "train the tutorial's model (its settings by default) into a run folder")
     data_option(sub)
-    sub.add_argument("--out", default="runs/tutorial", help="run folder (default runs/tutorial)")
+    sub.add_argument("--out", default="runs/tutorial", type=path_arg, help="run folder (default runs/tutorial)")
     sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last "
                      "checkpoint, with the options it was started with (only --epochs may be raised)")
     # No defaults here (None = not given, so that --resume can refuse a changed option): a new
@@ -303,26 +363,26 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("evaluate", cmd_evaluate, "evaluate a run's final weights on a whole split")
     data_option(sub)
-    sub.add_argument("--run", default="runs/tutorial")
+    sub.add_argument("--run", default="runs/tutorial", type=path_arg)
     sub.add_argument("--split", default="test", choices=["train", "test"])
     sub.add_argument("--batch-size", type=positive_int, default=None, help="default: the run's (see docs/data.md)")
 
     sub = command("predict", cmd_predict, "probability that each review text is positive")
     sub.add_argument("texts", nargs="*", metavar="TEXT", help="a review; '-' reads one from standard input")
-    sub.add_argument("--file", action="append", metavar="PATH", help="a review in a UTF-8 text file "
+    sub.add_argument("--file", action="append", type=path_arg, metavar="PATH", help="a review in a UTF-8 text file "
                      "(repeatable; for reviews too long for the command line)")
-    sub.add_argument("--run", default="runs/tutorial")
+    sub.add_argument("--run", default="runs/tutorial", type=path_arg)
 
     sub = command("neighbors", cmd_neighbors, "nearest subwords to WORD by cosine similarity")
     sub.add_argument("word", metavar="WORD")
-    sub.add_argument("--run", default="runs/tutorial")
+    sub.add_argument("--run", default="runs/tutorial", type=path_arg)
     sub.add_argument("-k", type=positive_int, default=10, help="how many neighbours (default 10)")
 
     sub = command("plot-embeddings", cmd_plot_embeddings, "2-D PCA map of the most frequent subwords (PNG)")
     data_option(sub)
-    sub.add_argument("--run", default="runs/tutorial")
+    sub.add_argument("--run", default="runs/tutorial", type=path_arg)
     sub.add_argument("--top", type=at_least(2), default=300, help="how many subwords (at least 2; default 300)")
-    sub.add_argument("--out", help="default RUN/embedding_map.png")
+    sub.add_argument("--out", help="default RUN/embedding_map.png", type=path_arg)
 
     sub = command("grads", cmd_grads, "print the gradients of one review or batch, checked by finite "
                                       "differences (and against Keras when TensorFlow is installed)")
@@ -333,7 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--batch", type=at_least(0), help="batch N of the tutorial's first epoch (seed 0)")
     sub.add_argument("--split", default="train", choices=["train", "test"])
     sub.add_argument("--label", type=int, choices=[0, 1], help="label for --text (default 1)")
-    sub.add_argument("--run", help="use a run's trained weights (default: a fresh model, seed 0)")
+    sub.add_argument("--run", type=path_arg, help="use a run's trained weights (default: a fresh model, seed 0)")
     sub.add_argument("--mask", action="store_true", help="fresh model with mask_zero=True")
     sub.add_argument("--rows", type=positive_int, default=12, help="embedding rows to list")
     sub.add_argument("--no-keras", action="store_true", help="skip the Keras comparison")

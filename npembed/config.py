@@ -47,7 +47,8 @@ class TrainConfig:
 
     def __post_init__(self):
         # runs started before the variants were named by their Keras say "keras" or "textbook"
-        self.adam_variant = npembed.optimizers.Adam.ALIASES.get(self.adam_variant, self.adam_variant)
+        if isinstance(self.adam_variant, str):
+            self.adam_variant = npembed.optimizers.Adam.ALIASES.get(self.adam_variant, self.adam_variant)
         if self.ngrams:
             self.mask = True         # implied: padding must not dilute the bag's average
 
@@ -71,6 +72,10 @@ class TrainConfig:
         rate = self.learning_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
             raise UsageError(f"--learning-rate must be a finite number > 0, got {rate!r}")
+        try:
+            npembed.optimizers.check_learning_rate(rate)
+        except ValueError as err:
+            raise UsageError(f"--learning-rate: {err}") from None
         if not isinstance(self.mask, bool):
             raise UsageError(f"--mask must be true or false, got {self.mask!r}")
         if self.ngrams:

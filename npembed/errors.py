@@ -31,6 +31,13 @@ class UsageError(NpembedError, ValueError):
     exit_code = USAGE
 
 
+class SetupError(NpembedError, ImportError):
+    """This machine cannot do what the environment asks (NPEMBED_KERNELS=native without a
+    working C compiler); an ImportError too, as the failed import it stands for."""
+
+    exit_code = USAGE
+
+
 class RunFolderError(NpembedError, ValueError):
     """A run folder that is not a run, not finished, damaged, or of other data."""
 

@@ -32,7 +32,13 @@ def backend() -> str:
     if _backend is None:
         requested = os.environ.get("NPEMBED_KERNELS", "").strip().lower()
         if requested:
-            set_backend(requested)
+            try:
+                set_backend(requested)
+            except ImportError as err:
+                from npembed.errors import SetupError
+                raise SetupError(f"NPEMBED_KERNELS={requested} asks for kernels that cannot be used "
+                                 f"here: {_first_lines(err)} Set NPEMBED_KERNELS=numpy, or unset it "
+                                 "to fall back on NumPy with a warning") from err
         else:
             try:
                 set_backend("native")
@@ -59,6 +65,12 @@ def set_backend(name: str) -> None:
             raise ImportError(f"the native kernels could not be built: {err}") from err
         _native = native
     _backend = name
+
+
+def _first_lines(err: Exception, lines: int = 2) -> str:
+    """The start of a long message (a compiler's output), as one line."""
+    text = " ".join(str(err).splitlines()[:lines]).strip()
+    return text if text.endswith(".") else text + "."
 
 
 def _use_native() -> bool:

@@ -88,11 +88,10 @@ class Embedding(Layer):
 
     def __init__(self, input_dim: int, output_dim: int, mask_zero: bool = False, name: str | None = None):
         super().__init__(name)
-        if int(input_dim) != input_dim or input_dim < 1 or int(output_dim) != output_dim or output_dim < 1:
-            raise ValueError(f"Embedding needs positive integer input_dim and output_dim, got "
-                             f"input_dim={input_dim!r}, output_dim={output_dim!r}")
-        self.input_dim = int(input_dim)
-        self.output_dim = int(output_dim)
+        message = (f"Embedding needs positive integer input_dim and output_dim, got "
+                   f"input_dim={input_dim!r}, output_dim={output_dim!r}")
+        self.input_dim = positive_int(input_dim, message)
+        self.output_dim = positive_int(output_dim, message)
         self.mask_zero = bool(mask_zero)
 
     def build(self, input_width, rng, dtype):
@@ -203,8 +202,7 @@ class Dense(Layer):
 
     def __init__(self, units: int, activation: str | None = None, name: str | None = None):
         super().__init__(name)
-        if int(units) != units or units < 1:
-            raise ValueError(f"Dense needs a positive integer number of units, got {units!r}")
+        units = positive_int(units, f"Dense needs a positive integer number of units, got {units!r}")
         if activation not in self.ACTIVATIONS:
             raise ValueError(f"activation must be one of {self.ACTIVATIONS}, got {activation!r}")
         self.units = int(units)
@@ -300,6 +298,16 @@ def fuse_pooled_embeddings(layers: list[Layer]) -> list[Layer]:
         else:
             steps.append(layer)
     return steps
+
+
+def positive_int(value, message: str) -> int:
+    """``value`` as an int >= 1, or ``message`` as a TypeError (not a number: None, a string, a
+    bool) or ValueError (NaN, inf, a fraction, < 1), not int()'s own words."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(message)
+    if not np.isfinite(value) or int(value) != value or value < 1:
+        raise ValueError(message)
+    return int(value)
 
 
 def _snake_case(name: str) -> str:

@@ -42,25 +42,48 @@ def locked_folder(folder: str | os.PathLike, wait: bool = False, what: str = "fo
     ``wait=True``: block until it is free (``on_wait(holder)`` is called once before waiting).
     """
     path = Path(folder) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    announced = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = describe_holder(path)
+                    if not wait:
+                        raise BusyError(f"{what} {folder} is in use by {holder}; wait for it to finish, "
+                                        "or stop it (a killed run resumes with --resume)") from None
+                    if on_wait is not None and not announced:
+                        on_wait(holder)
+                        announced = True
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _still_linked(fd, path):
+            break
+        # The holder we waited for removed the lock file (a refused start cleaning up after
+        # itself): this descriptor locks a file no one else can open; take the one at the path
+        # (in the folder made afresh if it went too).
+        os.close(fd)
+        os.makedirs(folder, exist_ok=True)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = describe_holder(path)
-                if not wait:
-                    raise BusyError(f"{what} {folder} is in use by {holder}; wait for it to finish, "
-                                    "or stop it (a killed run resumes with --resume)") from None
-                if on_wait is not None:
-                    on_wait(holder)
-                fcntl.flock(fd, fcntl.LOCK_EX)
         record = {"pid": os.getpid(), "command": " ".join(sys.argv), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
         yield Path(folder)
     finally:
         os.close(fd)                    # closing the last descriptor releases the flock
+
+
+def _still_linked(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not unlinked or replaced meanwhile)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def describe_holder(lock_path: Path) -> str:

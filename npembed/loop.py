@@ -52,8 +52,23 @@ def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | N
     iterated afresh each epoch, as a tf.data dataset is); returns the History."""
     if model.optimizer is None:
         raise RuntimeError("call model.compile(...) before fit")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+            or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be an integer from 0 to epochs ({epochs}), got {initial_epoch!r}")
+    _check_iterable(batches, "fit's batches")
+    if validation_data is not None:
+        _check_iterable(validation_data, "validation_data")
+    if callbacks is None:
+        callbacks = ()
+    elif isinstance(callbacks, Callback):
+        callbacks = (callbacks,)
+    for callback in callbacks:
+        missing = [hook for hook in ("on_train_begin", "on_epoch_begin", "on_train_batch_end",
+                                     "on_epoch_end", "on_train_end") if not callable(getattr(callback, hook, None))]
+        if missing:
+            raise TypeError(f"callback {callback!r} is not an npembed.Callback (it lacks {', '.join(missing)})")
     history = history or History()
     callbacks = [history, *callbacks] + ([_PrintEpochSummary(epochs)] if verbose else [])
     for callback in callbacks:
@@ -62,7 +77,7 @@ def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | N
     _call(callbacks, "on_train_begin")
     for epoch in range(initial_epoch, epochs):
         _call(callbacks, "on_epoch_begin", epoch)
-        logs = _train_epoch(model, batches, steps_per_epoch, callbacks)
+        logs = _train_epoch(model, batches, steps_per_epoch, callbacks, epoch > initial_epoch)
         if validation_data is not None:
             validation = evaluate(model, validation_data, steps=validation_steps)
             logs.update({f"val_{key}": value for key, value in validation.items()})
@@ -73,23 +88,42 @@ def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | N
     return history
 
 
-def _train_epoch(model, batches, steps, callbacks) -> dict:
+def _train_epoch(model, batches, steps, callbacks, again: bool = False) -> dict:
     tally = LossAndMetrics(model.metrics)
-    for step, (ids, labels) in enumerate(_take(batches, steps)):
+    for step, batch in enumerate(_take(batches, steps)):
+        ids, labels = _pair(batch)
         loss, logits = model.train_step(ids, labels)
         tally.update(loss, labels, logits)
         _call(callbacks, "on_train_batch_end", step, tally.result())
     if tally.count == 0:
-        raise ValueError("the training data yielded no batch")
+        raise ValueError("the training data yielded no batch" + (
+            " in this epoch: an iterator or generator is used up by the first epoch; pass something "
+            "that can be iterated again (a list, npembed's Batches)" if again else ""))
     return tally.result()
+
+
+def _pair(batch):
+    """A batch as (ids, labels), or TypeError saying what a batch must be."""
+    if isinstance(batch, np.ndarray) or not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"each batch must be a pair (ids, labels), got {type(batch).__name__}"
+                        + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+                        + ": iterate over [(ids, labels), ...], not over one id array")
+    return batch
+
+
+def _check_iterable(data, what: str) -> None:
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(f"{what} must be an iterable of (ids, labels) batches, got {type(data).__name__}")
 
 
 def evaluate(model, batches: Iterable, steps: int | None = None) -> dict[str, float]:
     """Loss (batch-size-weighted mean) and the compiled metrics (copies, so a training epoch's
     tally is left alone) over ``batches``, the first ``steps`` only when given."""
+    _check_iterable(batches, "evaluate's batches")
     metrics = [copy.copy(metric) for metric in model.metrics] or [get_metric("accuracy")]
     tally = LossAndMetrics(metrics)
-    for ids, labels in _take(batches, steps):
+    for batch in _take(batches, steps):
+        ids, labels = _pair(batch)
         logits = model.forward(ids)
         labels = check_labels(labels, logits.shape[0])
         tally.update(model.loss(labels, logits), labels, logits)
@@ -101,6 +135,9 @@ def evaluate(model, batches: Iterable, steps: int | None = None) -> dict[str, fl
 def predict(model, data, batch_size: int = 32) -> np.ndarray:
     """Logits (N, 1) for a padded id array (N, L) split into ``batch_size`` rows, or for an
     iterable of batches (each ``ids`` or ``(ids, labels)``), concatenated in order."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_iterable(data, "predict's data")
     if isinstance(data, np.ndarray) or (isinstance(data, list) and data and np.isscalar(data[0][0])):
         ids = np.asarray(data)
         chunks = (ids[i:i + batch_size] for i in range(0, ids.shape[0], batch_size))

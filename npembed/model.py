@@ -46,8 +46,20 @@ class Sequential:
 
     def __init__(self, layers: Sequence[Layer], seed: int | None = None, dtype="float32",
                  name: str = "sequential", fused: bool = True):
+        if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+            raise TypeError(f"Sequential takes a list of layers, got {type(layers).__name__}: "
+                            "write Sequential([layer, ...])")
         if not layers:
             raise ValueError("Sequential needs at least one layer")
+        for position, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {position} is a {type(layer).__name__}, not an "
+                                "npembed layer (Embedding, GlobalAveragePooling1D, Dense)")
+        if len({id(layer) for layer in layers}) < len(layers):
+            raise ValueError("Sequential: the same layer object appears twice; create one per position")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"Sequential seed must be None or an integer >= 0, got {seed!r}")
+        _check_ranks(layers)
         self.layers = list(layers)
         self.name = name
         self.dtype = check_float_dtype(dtype)
@@ -93,6 +105,9 @@ class Sequential:
     def set_weights(self, new_weights: Sequence[np.ndarray]) -> None:
         """Copy weights in (Keras order), checking count and shapes; cast to the model's dtype."""
         current = self.weights
+        if isinstance(new_weights, np.ndarray) or not isinstance(new_weights, Sequence):
+            raise TypeError(f"set_weights takes a list of {len(current)} arrays ({self.weight_names}), "
+                            f"got {type(new_weights).__name__}")
         if len(new_weights) != len(current):
             raise ValueError(f"set_weights got {len(new_weights)} arrays, the model has "
                              f"{len(current)}: {self.weight_names}")
@@ -143,6 +158,9 @@ class Sequential:
 
     def _forward_backward(self, ids, labels) -> tuple[float, np.ndarray]:
         logits = self.forward(ids)
+        if logits.ndim != 2 or logits.shape[1] != 1:
+            raise ValueError(f"the model outputs shape {logits.shape}; the loss needs one logit per "
+                             "review, (batch, 1): end the model with GlobalAveragePooling1D ... Dense(1)")
         labels = check_labels(labels, logits.shape[0])
         loss = self.loss(labels, logits)
         if not np.isfinite(loss):
@@ -160,8 +178,17 @@ class Sequential:
             optimizer = Adam()
         if not isinstance(optimizer, Adam):
             raise TypeError(f"optimizer must be npembed.optimizers.Adam or 'adam', got {optimizer!r}")
+        if loss in (None, "binary_crossentropy"):
+            loss = BinaryCrossentropy(from_logits=True)
+        if not isinstance(loss, BinaryCrossentropy):
+            raise TypeError(f"loss must be npembed.losses.BinaryCrossentropy(from_logits=True) or "
+                            f"'binary_crossentropy', got {loss!r}")
+        if metrics is None:
+            metrics = ()
+        elif isinstance(metrics, (str, metrics_module.BinaryAccuracy)):
+            metrics = (metrics,)
         self.optimizer = optimizer
-        self.loss = loss or BinaryCrossentropy(from_logits=True)
+        self.loss = loss
         self.metrics = [metrics_module.get(m) for m in metrics]
 
     def train_step(self, ids, labels) -> tuple[float, np.ndarray]:
@@ -185,6 +212,23 @@ class Sequential:
         from npembed.summary import summary_lines
         for line in summary_lines(self):
             print_fn(line)
+
+
+def _check_ranks(layers: Sequence[Layer]) -> None:
+    """Refuse a stack whose layers do not fit (NumPy would broadcast some of them silently):
+    an Embedding outputs (B, L, D), which GlobalAveragePooling1D takes; Dense takes (B, width)."""
+    from npembed.layers import Dense, GlobalAveragePooling1D
+    rank = None
+    for position, layer in enumerate(layers):
+        wants = {Embedding: None, GlobalAveragePooling1D: 3, Dense: 2}.get(type(layer), "any")
+        if rank is not None and wants is None:
+            raise ValueError(f"Sequential: layer {position} ({layer.name}) is an Embedding; only the "
+                             "first layer can take token ids")
+        if rank is not None and wants not in ("any", rank):
+            raise ValueError(f"Sequential: layer {position} ({type(layer).__name__}) takes rank-{wants} "
+                             f"input, but the layer before it outputs rank {rank}"
+                             + (": put GlobalAveragePooling1D() after the Embedding" if rank == 3 else ""))
+        rank = {Embedding: 3, GlobalAveragePooling1D: 2, Dense: 2}.get(type(layer), rank)
 
 
 def _uniquify_layer_names(layers: Sequence[Layer]) -> None:

@@ -76,6 +76,18 @@ class SparseRowGradient(Protocol):
 Gradient = Union[np.ndarray, SparseRowGradient]
 
 
+def check_learning_rate(rate) -> None:
+    """ValueError unless ``rate`` is a number > 0 that stays finite and non-zero in float32 (the
+    weights' dtype): 1e39 would become inf there and 1e-46 zero, a run that diverges at its
+    first step or never moves."""
+    with np.errstate(over="ignore", under="ignore"):
+        single = np.float32(rate)
+    if not (np.isfinite(single) and single > 0):
+        raise ValueError(f"learning rate {rate!r} is {float(single)!r} in float32, the weights' dtype: "
+                         f"use a value between {np.finfo(np.float32).tiny:.3g} and "
+                         f"{np.finfo(np.float32).max:.3g}")
+
+
 class Adam:
     """``Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, variant="keras2")``.
 
@@ -88,14 +100,17 @@ class Adam:
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, variant: str = "keras2"):
-        variant = self.ALIASES.get(variant, variant)
+        variant = self.ALIASES.get(variant, variant) if isinstance(variant, str) else variant
         if variant not in self.VARIANTS:
             raise ValueError(f"Adam variant must be one of {self.VARIANTS}, got {variant!r}")
         for name, value, low, high in (("learning_rate", learning_rate, 0, np.inf),
                                        ("beta_1", beta_1, 0, 1), ("beta_2", beta_2, 0, 1),
                                        ("epsilon", epsilon, 0, np.inf)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"Adam {name} must be a number, got {value!r}")
             if not (low < value < high) and not (name.startswith("beta") and value == 0):
                 raise ValueError(f"Adam {name} must be in ({low}, {high}), got {value!r}")
+        check_learning_rate(learning_rate)
         self.learning_rate = float(learning_rate)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)

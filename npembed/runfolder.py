@@ -43,19 +43,30 @@ def training_lock(out: Path, resume: bool) -> Iterator[Path]:
     """Create ``out`` if needed, hold its lock for the block, and check that it suits: empty
     (temporaries of killed writers aside) for a new run, a run folder for ``resume``."""
     existed = out.is_dir()
+    lock_existed = (out / LOCK_NAME).exists()
     writable_folder(out, "run folder (--out)")
-    try:
-        with locked_folder(out, what="run folder"):
+    with locked_folder(out, what="run folder"):
+        try:
             remove_stale_temporaries(out, any_writer=True)      # no other writer: we hold the lock
             _check_contents(out, resume)
             yield out
-    except BaseException:
-        if not existed:                 # leave no empty folder behind a failed start
-            with contextlib.suppress(OSError):
-                if [p.name for p in out.iterdir()] == [LOCK_NAME]:
-                    (out / LOCK_NAME).unlink()
-                    out.rmdir()
-        raise
+        except BaseException:
+            _undo_start(out, existed, lock_existed)
+            raise
+
+
+def _undo_start(out: Path, existed: bool, lock_existed: bool) -> None:
+    """After a start that failed before it wrote config.json, take back what it added: the
+    lock file (unless it was there before) and the folder (if it made it and it is empty).
+    Called while the lock is held; a process that opened the lock file meanwhile finds it
+    unlinked when it gets the lock, and opens it afresh (locks.locked_folder)."""
+    if (out / CONFIG).exists():
+        return
+    with contextlib.suppress(OSError):
+        if not lock_existed:
+            (out / LOCK_NAME).unlink()
+        if not existed:
+            out.rmdir()                 # only if empty
 
 
 def _check_contents(out: Path, resume: bool) -> None:

@@ -86,3 +86,45 @@ def test_masked_model_rejects_an_all_padding_review():
     model = small_model(mask_zero=True)
     with pytest.raises(ValueError, match="row 1 of the batch is all padding"):
         model(np.array([[1, 2], [0, 0]]))
+
+
+# ---------------------------------------------------------------- found by adversarial testing (issue #11)
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: Embedding(None, 4), TypeError, "positive integer input_dim"),
+    (lambda: Embedding(float("inf"), 4), ValueError, "positive integer input_dim"),      # was OverflowError
+    (lambda: Embedding(True, 4), TypeError, "positive integer input_dim"),
+    (lambda: Dense(float("nan")), ValueError, "positive integer number of units"),
+    (lambda: npembed.Sequential(Embedding(5, 2)), TypeError, "a list of layers"),
+    (lambda: npembed.Sequential([Embedding(5, 2), "dense"]), TypeError, "item 1 is a str"),   # was AttributeError
+    (lambda: npembed.Sequential([Embedding(5, 2), Dense(1)]), ValueError, "put GlobalAveragePooling1D"),
+    (lambda: npembed.Sequential([Embedding(5, 2), npembed.layers.GlobalAveragePooling1D(),
+                                 npembed.layers.GlobalAveragePooling1D()]), ValueError, "takes rank-3 input"),
+    (lambda: npembed.Sequential([Embedding(5, 2)], seed=-1), ValueError, "seed must be None or an integer"),
+    (lambda: npembed.optimizers.Adam(learning_rate="0.1"), TypeError, "learning_rate must be a number"),
+    (lambda: npembed.optimizers.Adam(learning_rate=1e300), ValueError, "inf in float32"),
+    (lambda: npembed.optimizers.Adam(variant=["lazy"]), ValueError, "variant must be one of"),
+])
+def test_bad_model_arguments_name_the_argument(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_bad_compile_fit_and_predict_arguments(model):
+    batches = [(GOOD_IDS, GOOD_LABELS)]
+    with pytest.raises(TypeError, match="loss must be npembed.losses.BinaryCrossentropy"):
+        model.compile(loss="mse")                       # was accepted, then "'str' object is not callable"
+    model.compile(metrics="accuracy")                   # one name, not its letters
+    assert [m.name for m in model.metrics] == ["accuracy"]
+    for call, error, message in [
+        (lambda: model.fit(GOOD_IDS, verbose=0), TypeError, r"a pair \(ids, labels\)"),
+        (lambda: model.fit(None, verbose=0), TypeError, "must be an iterable"),
+        (lambda: model.fit(batches, callbacks=[1], verbose=0), TypeError, "is not an npembed.Callback"),
+        (lambda: model.fit(batches, epochs=2, initial_epoch=3, verbose=0), ValueError, "initial_epoch must be"),
+        (lambda: model.fit(iter(batches), epochs=2, verbose=0), ValueError, "used up by the first epoch"),
+        (lambda: model.predict(GOOD_IDS, batch_size=0), ValueError, "batch_size must be a positive integer"),
+        (lambda: model([[1, 2], [3]]), ValueError, "must be padded"),
+        (lambda: model.set_weights(None), TypeError, "set_weights takes a list"),
+    ]:
+        with pytest.raises(error, match=message):
+            call()
+    model.fit(batches, callbacks=npembed.Callback(), verbose=0)      # one callback, not a list

@@ -146,6 +146,32 @@ def test_a_kill_before_config_json_leaves_a_folder_that_trains(env, tmp_path):
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM and SIGHUP are POSIX")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_end_a_run_with_a_message_and_it_resumes(env, tmp_path, signum):
+    """`kill PID` (a scheduler, a closed terminal) ends train as Ctrl-C does: a message naming
+    the way back, exit 128 + signal, the lock released, no temporary file, no process left."""
+    out = tmp_path / "terminated"
+    options = ["--steps-per-epoch", "20", "--validation-steps", "2", "--batch-size", "10"]
+    process = start(env, "train", "--out", str(out), "--epochs", "1000", *options)
+    deadline = time.monotonic() + 60
+    while not (out / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    code, err = finish(process)
+    assert code == 128 + signum, err
+    assert f"({signal.Signals(signum).name})" in err and f"--out {out} --resume" in err
+    assert "Traceback" not in err
+    assert processes_in_group(process.pid) == []
+    assert_nothing_corrupt(out)
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        done = json.loads(checkpoint["state_json"].tobytes())["epoch"]
+    code, err = finish(start(env, "train", "--out", str(out), "--resume", "--epochs", str(done + 1), *options))
+    assert code == 0, err
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == done + 1
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()

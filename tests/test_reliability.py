@@ -61,6 +61,8 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
     ("--embedding-dim", "100000000", "need about"),
     ("--batch-size", "0", "--batch-size must be an integer >= 1"),
     ("--hidden-units", "-2", "--hidden-units must be an integer >= 0"),
+    ("--learning-rate", "1e39", "is inf in float32"),          # finite, but not in the weights' dtype
+    ("--learning-rate", "1e-50", "is 0.0 in float32"),
 ])
 def test_a_rejected_option_leaves_nothing_behind(tmp_path, capsys, option, value, message):
     out = tmp_path / "run"
@@ -259,6 +261,91 @@ def test_vocab_file_must_end_in_subwords(tmp_path, capsys):
     vocab.write_text("### SubwordTextEncoder\n### Metadata: {}\n'a_'\n")
     code, err = run_cli(capsys, "prepare", "--data", synthetic_archive(tmp_path / "a.tar.gz"), "--vocab", vocab)
     assert code == errors.DATA and "ends in '.subwords'" in err
+
+
+# ---------------------------------------------------------------- found by adversarial testing (issue #11, second pass)
+def test_a_refused_start_in_an_existing_folder_leaves_no_lock_file(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a run")
+    code, err = run_cli(capsys, "train", "--out", folder, "--epochs", "1")
+    assert code == errors.RUN and "is not empty" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run_cli(capsys, "train", "--out", empty, "--data", tmp_path / "nothing-here")
+    assert code == errors.DATA and list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["train", "--out", ""], ["prepare", "--cache-dir", ""],
+                                  ["predict", "--run", " ", "good"], ["evaluate", "--run", ""]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == errors.USAGE and "an empty path" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_locked_by_a_waiter(tmp_path):
+    """A refused start removes the lock file it made while holding it; a process that opened
+    that file meanwhile must not go on holding a lock no one else can see."""
+    import threading
+    got = {}
+
+    def waiter():
+        with locked_folder(tmp_path, wait=True):
+            got["linked"] = (tmp_path / ".lock").exists()
+
+    with locked_folder(tmp_path):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        thread.join(0.3)                       # it has opened .lock and waits on it
+        (tmp_path / ".lock").unlink()
+    thread.join(10)
+    assert got == {"linked": True}
+
+
+def test_user_paths_that_cannot_be_expanded_are_messages(capsys, monkeypatch):
+    for variable in ("NPEMBED_DATA", "NPEMBED_CACHE"):
+        with monkeypatch.context() as patch:
+            patch.setenv(variable, "~no-such-user-here/x")
+            code, err = run_cli(capsys, "prepare")
+        assert code == errors.USAGE and f"${variable}" in err.replace("data path", "$NPEMBED_DATA")
+        assert "cannot expand '~'" in err
+
+
+def test_neighbors_and_predict_edge_inputs(real_run, capsys):
+    code, err = run_cli(capsys, "neighbors", "--run", real_run, os.fsdecode(b"\xff\xfe"))
+    assert code == errors.USAGE and "not valid UTF-8" in err
+    code, err = run_cli(capsys, "predict", "--run", real_run, "-", "-")
+    assert code == errors.USAGE and "more than once" in err
+    done = subprocess.run([sys.executable, "-m", "npembed.cli", "predict", "--run", str(real_run), "-"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT,
+                          preexec_fn=lambda: os.close(0))
+    assert done.returncode == errors.USAGE and "standard input, which is closed" in done.stderr, done.stderr
+
+
+def test_native_kernels_asked_for_but_not_buildable_is_a_message(real_run, tmp_path, capsys, monkeypatch):
+    from npembed import kernels, native
+    monkeypatch.setenv("NPEMBED_KERNELS", "native")
+    monkeypatch.setattr(kernels, "_backend", None)
+    monkeypatch.setattr(kernels, "_native", None)
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setenv("NPEMBED_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "/bin/false")
+    code, err = run_cli(capsys, "train", "--out", tmp_path / "run", "--epochs", "1")
+    assert code == errors.USAGE and "NPEMBED_KERNELS=native" in err and "NPEMBED_KERNELS=numpy" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_json_of_wrong_types_is_damaged_not_a_crash(damaged, capsys):
+    import json
+    config = json.loads((damaged / "config.json").read_text())
+    for key, value in (("adam_variant", ["x"]), ("epochs", "10"), ("embedding_dim", 16.0), ("mask", "yes")):
+        (damaged / "config.json").write_text(json.dumps({**config, key: value}))
+        code, err = run_cli(capsys, "predict", "--run", damaged, "good")
+        assert code == errors.RUN and "config.json is damaged" in err, (key, err)
 
 
 # ---------------------------------------------------------------- atomic writes and locks

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from npembed.atomic import atomic_save_npz, atomic_write_text
-from npembed.cachedir import default_cache_dir  # noqa: F401  (re-exported: callers import it from here)
+from npembed.cachedir import default_cache_dir, expand_path  # noqa: F401  (re-exported: callers import it from here)
 from npembed.datasets.batching import EncodedSplit
 
 # 2: the vocabulary is built by subwords_fast.FastBuilder and the reviews encoded by
@@ -35,7 +35,8 @@ class Cache:
     """One input's cache folder."""
 
     def __init__(self, cache_dir: str | os.PathLike | None, input_id: str):
-        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        # "" is unset, as for $NPEMBED_CACHE (not the current folder)
+        root = expand_path(cache_dir, "cache folder") if cache_dir not in (None, "") else default_cache_dir()
         self.folder = root / "imdb_subwords8k" / f"{input_id[:16]}-v{FORMAT}"
 
     def locked(self, on_wait=None):

@@ -56,7 +56,8 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
     say = _Reporter(progress)
     input_id = fingerprint(source)
     if vocab is not None:
-        vocab_path = Path(vocab).expanduser()
+        from npembed.cachedir import expand_path
+        vocab_path = expand_path(vocab, "--vocab")
         if not vocab_path.is_file():
             raise DataError(f"vocabulary file {vocab_path} does not exist")
         if vocab_path.suffix != ".subwords":

@@ -70,7 +70,8 @@ def resolve_source(data: str | os.PathLike | None = None) -> DataSource:
             "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz")
     if str(data) == TFDS_NAME:
         return DataSource(TFDS_NAME)
-    path = Path(data).expanduser()
+    from npembed.cachedir import expand_path
+    path = expand_path(data, "data path")
     if not path.exists():
         raise DataError(f"data path {path} does not exist; pass an aclImdb .tar.gz archive, an "
                         "extracted aclImdb/ folder, or 'tfds'")
