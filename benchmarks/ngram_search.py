@@ -3,7 +3,8 @@
     python -m benchmarks.ngram_search [--out benchmarks/results/ngram_search.jsonl] [--quick]
 
 Each configuration trains ``Embedding(V + buckets, dim, mask_zero=True) -> average -> Dense(1)``
-(plus ``Dense(hidden, relu)`` when hidden > 0) with lazy Adam on the training reviews minus the
+(plus ``Dense(hidden, relu)`` when hidden > 0) with lazy Adam (or ``"optimizer": "sgd"``:
+fastText's per-review SGD, its rate decaying linearly to 0 over ``--max-epochs``) on the training reviews minus the
 2,500 held out (``datasets.holdout``, seed 0), evaluates the held-out reviews after every
 epoch, and stops once val_loss has not improved for one epoch.  One JSON line per configuration:
 its settings, every epoch's val_loss / val_accuracy / seconds, and the best epoch (lowest
@@ -30,8 +31,12 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
     train, validation = holdout(train, VALIDATION_REVIEWS, VALIDATION_SEED)
     model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
                                    mask_zero=True, seed=0)
-    model.compile(optimizer=npembed.optimizers.Adam(settings["lr"], variant="lazy"))
     batches = train.batches(settings["batch"], 1000, seed=0)
+    if settings.get("optimizer", "adam") == "sgd":     # fastText's: linear decay over max_epochs
+        optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=max_epochs * len(batches), per_review=True)
+    else:
+        optimizer = npembed.optimizers.Adam(settings["lr"], variant="lazy")
+    model.compile(optimizer=optimizer)
     epochs = []
     for epoch in range(max_epochs):
         start = time.perf_counter()
@@ -44,11 +49,11 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
         if len(epochs) > 1 and epochs[-1]["val_loss"] >= min(e["val_loss"] for e in epochs[:-1]):
             break
     best = min(epochs, key=lambda e: e["val_loss"])
-    return {**settings, "epochs": epochs, "best_epoch": best["epoch"],
+    return {**settings, "max_epochs": max_epochs, "epochs": epochs, "best_epoch": best["epoch"],
             "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"]}
 
 
-GRID = {"ngrams": [2, 3], "buckets": [2_000_000], "dim": [16], "hidden": [0],
+GRID = {"optimizer": ["adam"], "ngrams": [2, 3], "buckets": [2_000_000], "dim": [16], "hidden": [0],
         "lr": [0.003, 0.01, 0.03], "batch": [10, 32]}
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     early_stopping: int = 0          # patience in epochs on val_loss; 0 = off
     steps_per_epoch: int | None = None
     adam_variant: str = "keras2"     # the tutorial's tf.keras Adam; see optimizers.py
+    optimizer: str = "adam"          # or "sgd": fastText's plain SGD, rate decaying linearly to 0
     # The n-gram model (fastText's, ``--ngrams N``); 0 is the tutorial's model, and then the
     # two options below are unused.  See NGRAM_DEFAULTS and datasets/ngrams.py.
     ngrams: int = 0                  # tokens plus their hashed 2..N-grams
@@ -77,6 +78,11 @@ class TrainConfig:
             from npembed.datasets.ngrams import check_ngram_options
             check_ngram_options(self.ngrams, self.buckets, vocab_size)
             _check_int("validation_reviews", self.validation_reviews, 1, 24_999)
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer == "sgd" and not (self.ngrams and self.hidden_units == 0):
+            raise UsageError("--optimizer sgd (fastText's per-review step) trains the n-gram model "
+                             "without a hidden layer: give --ngrams N and --hidden-units 0")
         variants = npembed.optimizers.Adam.VARIANTS
         if self.adam_variant not in variants:
             raise UsageError(f"--adam must be one of {', '.join(variants)}, got {self.adam_variant!r}")
@@ -135,10 +141,21 @@ NGRAM_DEFAULTS = dict(ngrams=3, buckets=2_000_000, embedding_dim=16, hidden_unit
                       adam_variant="lazy", validation_steps=None, validation_reviews=2500)
 
 
-def build_model(config: TrainConfig, vocab_size: int) -> npembed.Sequential:
-    """The tutorial's model, over ``config.table_rows(vocab_size)`` rows (n-grams included)."""
+OPTIMIZERS = ("adam", "sgd")
+
+
+def build_model(config: TrainConfig, vocab_size: int, steps_per_epoch: int | None = None) -> npembed.Sequential:
+    """The tutorial's model, over ``config.table_rows(vocab_size)`` rows (n-grams included).
+
+    ``--optimizer sgd``: its rate decays linearly to 0 over ``epochs * steps_per_epoch`` steps
+    (fastText's schedule); without steps_per_epoch it stays constant."""
     model = npembed.tutorial_model(vocab_size=config.table_rows(vocab_size), embedding_dim=config.embedding_dim,
                                    hidden_units=config.hidden_units, mask_zero=config.mask, seed=config.seed)
-    model.compile(optimizer=npembed.optimizers.Adam(learning_rate=config.learning_rate, variant=config.adam_variant),
+    if config.optimizer == "sgd":
+        decay = config.epochs * steps_per_epoch if steps_per_epoch else None
+        optimizer = npembed.optimizers.SGD(learning_rate=config.learning_rate, decay_steps=decay, per_review=True)
+    else:
+        optimizer = npembed.optimizers.Adam(learning_rate=config.learning_rate, variant=config.adam_variant)
+    model.compile(optimizer=optimizer,
                   loss=npembed.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
     return model

@@ -257,3 +257,53 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, c1, c2,
     load().adam(2 if lazy else 1, weight, m, v, rows, np.ascontiguousarray(grad_rows, dtype=weight.dtype),
                 np.ascontiguousarray(squared_rows, dtype=weight.dtype), weight.shape[0], weight.shape[1],
                 rows.shape[0], alpha, c1, c2, eps, weight.itemsize)
+
+
+def _ids_and_mask(ids: np.ndarray, mask: np.ndarray):
+    if ids.dtype not in (np.int32, np.int64) or not ids.flags.c_contiguous:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+    return ids, np.ascontiguousarray(mask, dtype=bool)
+
+
+def masked_pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray):
+    """(pooled (B, D) in table.dtype, tokens per review (B,)): the masked average of the rows
+    at the masked-in positions, without per-review distinct rows; twin of
+    ``kernels.pooled_lookup`` with a mask.  Raises IndexError for an id outside the table."""
+    ids, mask = _ids_and_mask(ids, mask)
+    batch, dim = ids.shape[0], table.shape[1]
+    pooled = np.empty((batch, dim), dtype=table.dtype)
+    lengths = np.empty(batch, dtype=np.int64)
+    bad = load().masked_pool(0, ids, mask, table, pooled, lengths, batch, ids.shape[1], table.shape[0],
+                             dim, ids.itemsize, table.itemsize)
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
+    return pooled, lengths
+
+
+def sgd_scatter(table: np.ndarray, ids: np.ndarray, mask: np.ndarray, step: np.ndarray) -> None:
+    """``table[ids[b, t]] -= step[b]`` at every masked-in position, in place, in position
+    order; twin of ``kernels.sgd_pooled_rows``.  Raises IndexError for an id outside the table."""
+    ids, mask = _ids_and_mask(ids, mask)
+    step = np.ascontiguousarray(step, dtype=table.dtype)
+    bad = load().masked_pool(1, ids, mask, table, step, None, ids.shape[0], ids.shape[1], table.shape[0],
+                             table.shape[1], ids.itemsize, table.itemsize)
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
+
+
+def review_sgd(ids, mask, labels, table, kernel, bias, learning_rate):
+    """(logits (B,), losses (B,)) before each review's step; fastText's per-review SGD on
+    Embedding -> masked average -> Dense(1) in place (table, kernel (D,), bias (1,)); twin of
+    ``per_review.review_sgd_reference``.  Raises IndexError / ValueError like the layers."""
+    ids, mask = _ids_and_mask(ids, mask)
+    labels = np.ascontiguousarray(labels, dtype=table.dtype).reshape(-1)
+    batch, dim = ids.shape[0], table.shape[1]
+    logits = np.empty(batch, dtype=table.dtype)
+    losses = np.empty(batch, dtype=table.dtype)
+    bad = load().review_sgd(ids, mask, labels, table, kernel, bias, logits, losses, batch, ids.shape[1],
+                            table.shape[0], dim, float(learning_rate), ids.itemsize, table.itemsize)
+    if bad == -2:
+        raise ValueError("a review has no token (every position is padding): its average is undefined")
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
+    return logits, losses

@@ -77,7 +77,10 @@ def _resumed_config(saved: TrainConfig, asked: dict, out: Path) -> TrainConfig:
 
 
 def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progress: bool, extra_callbacks) -> dict:
-    model = build_model(config, dataset.encoder.vocab_size)
+    train_split, val_split, test_split = run_splits(config, dataset, progress)
+    train_batches = train_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
+    steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
+    model = build_model(config, dataset.encoder.vocab_size, steps)
     history = History()
     early = EarlyStopping(config.early_stopping) if config.early_stopping else None
     initial_epoch = 0
@@ -103,11 +106,8 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     if not resume or _saved_epochs(out) != config.epochs:
         write_run_start(out, config, dataset.encoder)
 
-    train_split, val_split, test_split = run_splits(config, dataset, progress)
-    train_batches = train_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
     val_batches = val_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed + 1)
     train_batches.next_epoch = val_batches.next_epoch = initial_epoch
-    steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
     callbacks = [*([early] if early else []), _Checkpointer(out, history, early),
                  *([_ProgressBar(steps, config.epochs)] if progress else []), *extra_callbacks]
     start = time.perf_counter()
