@@ -31,6 +31,9 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
     train, validation = holdout(train, VALIDATION_REVIEWS, VALIDATION_SEED)
     model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
                                    mask_zero=True, seed=0)
+    if settings.get("nb_init"):
+        from npembed.nb_init import nb_initialise
+        nb_initialise(model, train)                   # the training reviews only
     batches = train.batches(settings["batch"], 1000, seed=0)
     if settings.get("optimizer", "adam") == "sgd":     # fastText's: linear decay over max_epochs
         optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=max_epochs * len(batches), per_review=True)
@@ -46,7 +49,9 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
         scores = model.evaluate(validation.batches(500, shuffle_buffer=None))
         epochs.append({"epoch": epoch + 1, "seconds": round(seconds, 2),
                        "val_loss": round(scores["loss"], 5), "val_accuracy": scores["accuracy"]})
-        if len(epochs) > 1 and epochs[-1]["val_loss"] >= min(e["val_loss"] for e in epochs[:-1]):
+        patience = settings.get("patience", 1)
+        if len(epochs) > patience and min(e["val_loss"] for e in epochs[-patience:]) >= \
+                min(e["val_loss"] for e in epochs[:-patience]):
             break
     best = min(epochs, key=lambda e: e["val_loss"])
     return {**settings, "max_epochs": max_epochs, "epochs": epochs, "best_epoch": best["epoch"],

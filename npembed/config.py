@@ -40,6 +40,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     adam_variant: str = "keras2"     # the tutorial's tf.keras Adam; see optimizers.py
     optimizer: str = "adam"          # or "sgd": fastText's plain SGD, rate decaying linearly to 0
+    nb_init: bool = False            # with ngrams: start as the naive-Bayes classifier (nb_init.py)
     # The n-gram model (fastText's, ``--ngrams N``); 0 is the tutorial's model, and then the
     # two options below are unused.  See NGRAM_DEFAULTS and datasets/ngrams.py.
     ngrams: int = 0                  # tokens plus their hashed 2..N-grams
@@ -80,6 +81,9 @@ class TrainConfig:
             _check_int("validation_reviews", self.validation_reviews, 1, 24_999)
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.nb_init and not (self.ngrams and self.hidden_units == 0):
+            raise UsageError("--nb-init starts the n-gram model without a hidden layer: give "
+                             "--ngrams N and --hidden-units 0")
         if self.optimizer == "sgd" and not (self.ngrams and self.hidden_units == 0):
             raise UsageError("--optimizer sgd (fastText's per-review step) trains the n-gram model "
                              "without a hidden layer: give --ngrams N and --hidden-units 0")

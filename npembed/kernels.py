@@ -257,6 +257,27 @@ def adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, on
     m[rows], v[rows], weight[rows] = m_rows, v_rows, w_rows
 
 
+def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, one_minus_beta_1,
+                     one_minus_beta_2, epsilon, memo=None) -> None:
+    """Lazy Adam (S = g**2) on the rows of a pooled embedding's gradient (``sparse.PooledSlices``).
+
+    Reference: ``pooled_row_sums`` then :func:`adam_update_lazy_rows` with
+    ``squared_rows = grad_rows**2`` (what ``Adam(variant="lazy")`` does with any sparse
+    gradient).  Native with a mask (the n-gram model): one walk over the ids sums each row's
+    slices in float64, then each row takes its update, with no per-review distinct rows and no
+    sort; bit for bit the reference in float32 (every sum is exact in double), within an ulp of
+    each sum in float64.
+    """
+    if _use_native() and mask is not None:
+        _native.pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, one_minus_beta_1,
+                                 one_minus_beta_2, epsilon)
+        return
+    rows, grad_rows, _ = pooled_row_sums(ids, mask, row_gradient, weight.shape[0], memo)
+    grad_rows = grad_rows.astype(weight.dtype, copy=False)
+    adam_update_lazy_rows(weight, m, v, rows, grad_rows, np.square(grad_rows), alpha,
+                          one_minus_beta_1, one_minus_beta_2, epsilon)
+
+
 def _apply_step(weight, m, v, alpha, epsilon, scratch) -> None:
     """``weight -= m * alpha / (sqrt(v) + epsilon)`` in two scratch buffers shaped like weight
     (a fresh temporary of the table's size would cost an mmap and its page faults every step)."""

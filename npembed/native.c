@@ -696,6 +696,113 @@ static PyObject *py_review_sgd(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(bad);
 }
 
+/* ------------------------------------------------------------------ lazy Adam from the ids
+ * Lazy Adam on the pooled embedding's gradient straight from the ids (the n-gram model): no
+ * per-review distinct rows, no sort.  Pass 1 walks the masked-in positions once, giving each
+ * new row a slot in order of first appearance and adding row_gradient[b] into its float64
+ * sum; pass 2 rounds each sum to the table's type (g), takes S = g * g (lazy's keras2 S) and
+ * runs Adam's update on that row alone.  For a float32 model every sum is exact in double
+ * (at most 2^29 addends of 24-bit numbers), so this is bit for bit the generic path
+ * (pooled_row_sums, then adam_lazy_rows); rows are independent, so their order does not
+ * matter.  A row seen only at masked-out positions (the padding row) is listed with a zero
+ * gradient, as pooled_row_sums (and TensorFlow's IndexedSlices) list it, so it takes lazy
+ * Adam's step too.  slot (V,) int32 is all -1 on entry and exit.  Returns the first out-of-range id,
+ * after which nothing is updated, or -1. */
+#define POOLED_LAZY_ADAM(SUFFIX, ID_T, REAL, AS)                                               \
+static int64_t pooled_lazy_adam_##SUFFIX(const ID_T *ids, const uint8_t *mask, int64_t batch,  \
+        int64_t length, const REAL *grad, REAL *w, REAL *m, REAL *v, int64_t num_rows,         \
+        int64_t dim, int32_t *slot, int64_t *rows, double *acc, REAL *tmp,                     \
+        REAL alpha, REAL c1, REAL c2, REAL eps)                                                \
+{                                                                                              \
+    int64_t used = 0, bad = -1;                                                                \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const ID_T *row_ids = ids + b * length;                                                \
+        const uint8_t *row_mask = mask + b * length;                                           \
+        const REAL *restrict g = grad + b * dim;                                               \
+        for (int64_t t = 0; t < length; t++) {                                                 \
+            if (t + PREFETCH_AHEAD < length) {                                                 \
+                int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                          \
+                if (ahead >= 0 && ahead < num_rows) __builtin_prefetch(slot + ahead, 1);       \
+            }                                                                                  \
+            const int64_t id = (int64_t)row_ids[t];                                            \
+            if (id < 0 || id >= num_rows) { bad = id; continue; }                              \
+            int32_t k = slot[id];                                                              \
+            if (k < 0) {                                                                       \
+                k = (int32_t)used++;                                                           \
+                slot[id] = k;                                                                  \
+                rows[k] = id;                                                                  \
+                for (int64_t j = 0; j < dim; j++) acc[k * dim + j] = 0.0;                      \
+            }                                                                                  \
+            if (!row_mask[t]) continue;      /* listed with a zero gradient, as TF lists it */ \
+            double *restrict sum = acc + (int64_t)k * dim;                                     \
+            for (int64_t j = 0; j < dim; j++) sum[j] += (double)g[j];                          \
+        }                                                                                      \
+    }                                                                                          \
+    REAL *gk = tmp, *sk = tmp + dim;                                                           \
+    for (int64_t k = 0; k < used; k++) {                                                       \
+        if (bad == -1 && k + PREFETCH_AHEAD < used) {                                          \
+            const int64_t ahead = rows[k + PREFETCH_AHEAD] * dim;                              \
+            prefetch(w + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch(m + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch(v + ahead, dim * sizeof(REAL), 1);                                        \
+        }                                                                                      \
+        const int64_t r = rows[k];                                                             \
+        slot[r] = -1;                                                                          \
+        if (bad != -1) continue;                                                               \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            gk[j] = (REAL)acc[k * dim + j];                                                    \
+            sk[j] = gk[j] * gk[j];                                                             \
+        }                                                                                      \
+        adam_span_##AS(w + r * dim, m + r * dim, v + r * dim, gk, sk, dim, alpha, c1, c2, eps); \
+    }                                                                                          \
+    return bad;                                                                                \
+}
+POOLED_LAZY_ADAM(i32_f32, int32_t, float, f32)
+POOLED_LAZY_ADAM(i64_f32, int64_t, float, f32)
+POOLED_LAZY_ADAM(i32_f64, int32_t, double, f64)
+POOLED_LAZY_ADAM(i64_f64, int64_t, double, f64)
+
+/* pooled_lazy_adam(ids, mask, grad, w, m, v, slot, rows, acc, batch, length, num_rows, dim,
+ *                  alpha, c1, c2, eps, id_itemsize, itemsize): rows holds batch * length
+ * int64, acc batch * length * dim doubles (the most rows a batch can touch). */
+static PyObject *py_pooled_lazy_adam(PyObject *self, PyObject *args)
+{
+    Py_buffer b[9] = {{0}};
+    Py_ssize_t batch, length, num_rows, dim, id_item, item;
+    double alpha, c1, c2, eps;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*w*nnnnddddnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &b[8], &batch, &length, &num_rows, &dim, &alpha, &c1, &c2, &eps,
+                          &id_item, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0
+             && length >= 0 && num_rows < INT32_MAX;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "pooled_lazy_adam: bad item size or shape");
+    Py_ssize_t table = num_rows * dim * item, positions = batch * length;
+    ok = ok && need(&b[0], positions * id_item, "ids") && need(&b[1], positions, "mask")
+         && need(&b[2], batch * dim * item, "grad") && need(&b[3], table, "weight") && need(&b[4], table, "m")
+         && need(&b[5], table, "v") && need(&b[6], num_rows * 4, "slot") && need(&b[7], positions * 8, "rows")
+         && need(&b[8], positions * dim * 8, "acc");
+    void *tmp = ok ? malloc(2 * dim * item) : NULL;
+    if (ok && !tmp) { PyErr_NoMemory(); ok = 0; }
+    int64_t bad = -1;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4) {
+            float a = (float)alpha, k1 = (float)c1, k2 = (float)c2, e = (float)eps;
+            if (id_item == 4) bad = pooled_lazy_adam_i32_f32(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, a, k1, k2, e);
+            else bad = pooled_lazy_adam_i64_f32(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, a, k1, k2, e);
+        } else {
+            if (id_item == 4) bad = pooled_lazy_adam_i32_f64(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, alpha, c1, c2, eps);
+            else bad = pooled_lazy_adam_i64_f64(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, alpha, c1, c2, eps);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(tmp);
+    release(b, 9);
+    if (!ok) return NULL;
+    return PyLong_FromLongLong(bad);
+}
+
 static PyMethodDef methods[] = {
     {"count_review_rows", py_count_review_rows, METH_VARARGS, "Distinct rows per review and their counts."},
     {"pooled_sum", py_pooled_sum, METH_VARARGS, "Embedding + average pooling from the row counts."},
@@ -703,6 +810,7 @@ static PyMethodDef methods[] = {
     {"row_sums", py_row_sums, METH_VARARGS, "The pooled embedding's gradient summed per row."},
     {"adam", py_adam, METH_VARARGS, "Keras Adam: dense, table rows, or lazy rows."},
     {"masked_pool", py_masked_pool, METH_VARARGS, "Masked average pooling, or its SGD scatter."},
+    {"pooled_lazy_adam", py_pooled_lazy_adam, METH_VARARGS, "Lazy Adam from the ids of a masked average."},
     {"review_sgd", py_review_sgd, METH_VARARGS, "fastText's SGD step, one review at a time."},
     {NULL, NULL, 0, NULL},
 };

@@ -307,3 +307,21 @@ def review_sgd(ids, mask, labels, table, kernel, bias, learning_rate):
     if bad != -1:
         raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
     return logits, losses
+
+
+def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, c1, c2, eps) -> None:
+    """Lazy Adam in place on the rows a masked pooled batch looked up, its gradient summed per
+    row straight from the ids (``dE[r] = sum over positions holding r of row_gradient[b]``);
+    twin of ``kernels.pooled_lazy_adam`` (bit for bit the generic path in float32).  Raises
+    IndexError, with nothing updated, for an id outside the table."""
+    ids, mask = _ids_and_mask(ids, mask)
+    row_gradient = np.ascontiguousarray(row_gradient, dtype=weight.dtype)
+    positions, dim = ids.size, weight.shape[1]
+    rows = _kept("lazy_rows", 0, lambda: np.empty(0, dtype=np.int64))
+    if rows.size < positions:
+        rows = _scratch.__dict__[("lazy_rows", 0)] = np.empty(2 * positions, dtype=np.int64)
+    bad = load().pooled_lazy_adam(ids, mask, row_gradient, weight, m, v, _slot_map(weight.shape[0]), rows,
+                                  _accumulators(positions, dim), ids.shape[0], ids.shape[1], weight.shape[0],
+                                  dim, float(alpha), float(c1), float(c2), float(eps), ids.itemsize, weight.itemsize)
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {weight.shape[0]} rows")

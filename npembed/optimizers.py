@@ -51,6 +51,7 @@ from typing import Protocol, Sequence, Union
 import numpy as np
 
 from npembed import kernels
+from npembed.sparse import PooledSlices
 
 
 def adam_update(weight: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray,
@@ -144,6 +145,10 @@ class Adam:
         m, v = self.momentums[index], self.velocities[index]
         if isinstance(grad, np.ndarray):
             kernels.adam_update(weight, m, v, grad, None, *constants)       # S = grad**2
+            return
+        if self.variant == "lazy" and isinstance(grad, PooledSlices) and grad.mask is not None:
+            kernels.pooled_lazy_adam(weight, m, v, grad.ids, grad.mask, grad.row_gradient, *constants,
+                                     memo=grad._memo)               # no per-review distinct rows
             return
         rows, grad_rows, squared_rows = grad.row_sums()
         grad_rows = grad_rows.astype(weight.dtype, copy=False)

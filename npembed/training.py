@@ -81,6 +81,9 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     train_batches = train_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
     steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
     model = build_model(config, dataset.encoder.vocab_size, steps)
+    if config.nb_init and not resume:
+        from npembed.nb_init import nb_initialise
+        nb_initialise(model, train_split)            # the training split only (not validation)
     history = History()
     early = EarlyStopping(config.early_stopping) if config.early_stopping else None
     initial_epoch = 0
