@@ -181,9 +181,9 @@ def test_lazy_adam_from_the_ids_equals_the_generic_lazy_path(native_backend, dty
     untouched = np.setdiff1d(np.arange(V), ids)             # row 0 (padding) moves: a zero-gradient step
     assert 0 in rows and 0 not in untouched and untouched.size > 20
     np.testing.assert_array_equal(fused[0][untouched], table[untouched])
-    bad = ids.copy()
+    bad, before = ids.copy(), fused[0].copy()
     bad[0, 0] = V
     with pytest.raises(IndexError):
         native.pooled_lazy_adam(*fused, bad, bad != 0, grad, *constants)
-    np.testing.assert_array_equal(fused[0], generic[0])       # nothing moved on the error
+    np.testing.assert_array_equal(fused[0], before)           # nothing moved on the error
     native.pooled_lazy_adam(*fused, ids, mask, grad, *constants)   # the slot map was left clean
