@@ -218,7 +218,11 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch, logs):
         if logs["val_loss"] < self.best:
             self.best, self.best_epoch, self.wait = logs["val_loss"], epoch, 0
-            self.best_weights = self.model.get_weights()
+            if self.best_weights is None:
+                self.best_weights = self.model.get_weights()
+            else:       # into the copies already held: never two copies of a 2M-row table at once
+                for kept, live in zip(self.best_weights, self.model.weights):
+                    np.copyto(kept, live)
         else:
             self.wait += 1
             if self.wait >= self.patience:
