@@ -26,8 +26,13 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
     import npembed
     from npembed.datasets.holdout import holdout
     from npembed.datasets.ngrams import load_ngram_split
-    vocab = data.encoder.vocab_size
-    train = load_ngram_split(data.train, settings["ngrams"], settings["buckets"], vocab, data.cache_folder)
+    if settings.get("tokens", "subwords") == "words":
+        vocab, train = word_split(settings)
+        from npembed.datasets.ngrams import ngram_split
+        train = ngram_split(train, settings["ngrams"], settings["buckets"], vocab)
+    else:
+        vocab = data.encoder.vocab_size
+        train = load_ngram_split(data.train, settings["ngrams"], settings["buckets"], vocab, data.cache_folder)
     train, validation = holdout(train, VALIDATION_REVIEWS, VALIDATION_SEED)
     model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
                                    mask_zero=True, seed=0)
@@ -56,6 +61,21 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
     best = min(epochs, key=lambda e: e["val_loss"])
     return {**settings, "max_epochs": max_epochs, "epochs": epochs, "best_epoch": best["epoch"],
             "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"]}
+
+
+def word_split(settings: dict):
+    """(vocabulary size, the train reviews as word ids): ``datasets/words.py``, its vocabulary
+    from the training reviews only (the held-out validation reviews are left out of it)."""
+    from npembed.datasets import words
+    from npembed.datasets.holdout import held_out_mask
+    from npembed.datasets.sources import read_reviews, resolve_source
+    reviews = read_reviews(resolve_source(None))["train"]
+    tokens = [words.tokenize(review.text) for review in reviews]
+    held = held_out_mask(len(reviews), VALIDATION_REVIEWS, VALIDATION_SEED)
+    vocabulary = words.build_vocabulary((t for t, h in zip(tokens, held) if not h), settings.get("min_count", 1))
+    labels = np.array([review.label for review in reviews])
+    keys = np.array([review.key for review in reviews])
+    return len(vocabulary) + 2, words.encode("train", tokens, vocabulary, labels, keys)
 
 
 GRID = {"optimizer": ["adam"], "ngrams": [2, 3], "buckets": [2_000_000], "dim": [16], "hidden": [0],

@@ -24,11 +24,17 @@ def subset(split: EncodedSplit, rows: np.ndarray, name: str) -> EncodedSplit:
     return EncodedSplit(name, split.ids[source], offsets, split.labels[rows], split.keys[rows])
 
 
+def held_out_mask(count: int, size: int, seed: int) -> np.ndarray:
+    """(count,) bool: True for the ``size`` reviews ``holdout`` holds out of ``count``."""
+    held = np.zeros(count, dtype=bool)
+    held[np.random.default_rng(seed).choice(count, size=size, replace=False)] = True
+    return held
+
+
 def holdout(train: EncodedSplit, size: int, seed: int) -> tuple[EncodedSplit, EncodedSplit]:
     """(train without the held-out reviews, the ``size`` held-out reviews named "validation")."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size < len(train):
         raise UsageError(f"--validation-reviews must be an integer from 1 to {len(train) - 1} "
                          f"(the training split has {len(train):,} reviews), got {size!r}")
-    held = np.zeros(len(train), dtype=bool)
-    held[np.random.default_rng(seed).choice(len(train), size=size, replace=False)] = True
+    held = held_out_mask(len(train), size, seed)
     return subset(train, np.flatnonzero(~held), train.name), subset(train, np.flatnonzero(held), "validation")
