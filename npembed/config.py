@@ -140,7 +140,7 @@ def _physical_memory() -> int | None:
 # Search 1 (12 configurations: n 2 or 3, lr 0.003 / 0.01 / 0.03, batch 10 or 32; 2M buckets,
 # width 16, no hidden layer) ranked by validation accuracy at the lowest-val_loss epoch: n=3,
 # lr 0.01, batch 32 came first (0.9124, epoch 2); the best bigram setting reached 0.906.
-# Search 2 (issue 15, benchmarks/results/ngram_search.jsonl): width 32 / 64, naive-Bayes
+# Search 2 (issue 15, benchmarks/results/ngram_search.jsonl): lr 0.005 / 0.02, 4-grams, width 32 / 64, naive-Bayes
 # initialisation, word tokens, and --optimizer sgd (fastText's per-review SGD) all ranked below
 # these defaults; the best SGD setting (lr 1 over 5 epochs, 0.8928) is benchmarks.ngram_compare's.
 NGRAM_DEFAULTS = dict(ngrams=3, buckets=2_000_000, embedding_dim=16, hidden_units=0, mask=True,
