@@ -3,7 +3,8 @@
     python -m benchmarks.ngram_search [--out benchmarks/results/ngram_search.jsonl] [--quick]
 
 Each configuration trains ``Embedding(V + buckets, dim, mask_zero=True) -> average -> Dense(1)``
-(plus ``Dense(hidden, relu)`` when hidden > 0) with lazy Adam on the training reviews minus the
+(plus ``Dense(hidden, relu)`` when hidden > 0) with lazy Adam (or ``"optimizer": "sgd"``:
+fastText's per-review SGD, its rate decaying linearly to 0 over ``--max-epochs``) on the training reviews minus the
 2,500 held out (``datasets.holdout``, seed 0), evaluates the held-out reviews after every
 epoch, and stops once val_loss has not improved for one epoch.  One JSON line per configuration:
 its settings, every epoch's val_loss / val_accuracy / seconds, and the best epoch (lowest
@@ -25,13 +26,25 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
     import npembed
     from npembed.datasets.holdout import holdout
     from npembed.datasets.ngrams import load_ngram_split
-    vocab = data.encoder.vocab_size
-    train = load_ngram_split(data.train, settings["ngrams"], settings["buckets"], vocab, data.cache_folder)
+    if settings.get("tokens", "subwords") == "words":
+        vocab, train = word_split(settings)
+        from npembed.datasets.ngrams import ngram_split
+        train = ngram_split(train, settings["ngrams"], settings["buckets"], vocab)
+    else:
+        vocab = data.encoder.vocab_size
+        train = load_ngram_split(data.train, settings["ngrams"], settings["buckets"], vocab, data.cache_folder)
     train, validation = holdout(train, VALIDATION_REVIEWS, VALIDATION_SEED)
     model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
                                    mask_zero=True, seed=0)
-    model.compile(optimizer=npembed.optimizers.Adam(settings["lr"], variant="lazy"))
+    if settings.get("nb_init"):
+        from npembed.nb_init import nb_initialise
+        nb_initialise(model, train)                   # the training reviews only
     batches = train.batches(settings["batch"], 1000, seed=0)
+    if settings.get("optimizer", "adam") == "sgd":     # fastText's: linear decay over max_epochs
+        optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=max_epochs * len(batches), per_review=True)
+    else:
+        optimizer = npembed.optimizers.Adam(settings["lr"], variant="lazy")
+    model.compile(optimizer=optimizer)
     epochs = []
     for epoch in range(max_epochs):
         start = time.perf_counter()
@@ -41,14 +54,31 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
         scores = model.evaluate(validation.batches(500, shuffle_buffer=None))
         epochs.append({"epoch": epoch + 1, "seconds": round(seconds, 2),
                        "val_loss": round(scores["loss"], 5), "val_accuracy": scores["accuracy"]})
-        if len(epochs) > 1 and epochs[-1]["val_loss"] >= min(e["val_loss"] for e in epochs[:-1]):
+        patience = settings.get("patience", 1)
+        if len(epochs) > patience and min(e["val_loss"] for e in epochs[-patience:]) >= \
+                min(e["val_loss"] for e in epochs[:-patience]):
             break
     best = min(epochs, key=lambda e: e["val_loss"])
-    return {**settings, "epochs": epochs, "best_epoch": best["epoch"],
+    return {**settings, "max_epochs": max_epochs, "epochs": epochs, "best_epoch": best["epoch"],
             "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"]}
 
 
-GRID = {"ngrams": [2, 3], "buckets": [2_000_000], "dim": [16], "hidden": [0],
+def word_split(settings: dict):
+    """(vocabulary size, the train reviews as word ids): ``datasets/words.py``, its vocabulary
+    from the training reviews only (the held-out validation reviews are left out of it)."""
+    from npembed.datasets import words
+    from npembed.datasets.holdout import held_out_mask
+    from npembed.datasets.sources import read_reviews, resolve_source
+    reviews = read_reviews(resolve_source(None))["train"]
+    tokens = [words.tokenize(review.text) for review in reviews]
+    held = held_out_mask(len(reviews), VALIDATION_REVIEWS, VALIDATION_SEED)
+    vocabulary = words.build_vocabulary((t for t, h in zip(tokens, held) if not h), settings.get("min_count", 1))
+    labels = np.array([review.label for review in reviews])
+    keys = np.array([review.key for review in reviews])
+    return len(vocabulary) + 2, words.encode("train", tokens, vocabulary, labels, keys)
+
+
+GRID = {"optimizer": ["adam"], "ngrams": [2, 3], "buckets": [2_000_000], "dim": [16], "hidden": [0],
         "lr": [0.003, 0.01, 0.03], "batch": [10, 32]}
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from npembed.optimizers import SGD
+
 from npembed.atomic import atomic_save_npz
 from npembed.errors import DamagedFileError
 
@@ -106,6 +108,8 @@ def load_checkpoint(path: str | os.PathLike, model) -> tuple[dict, dict]:
         if any(np.any(v < 0) for v in velocities):
             raise CheckpointError(f"{path}: an Adam second moment is negative: the file is damaged")
         optimizer_state = {"iterations": document["iterations"], "momentums": moments, "velocities": velocities}
+    elif isinstance(model.optimizer, SGD):          # no moments: only its step count (its decay)
+        optimizer_state = {"iterations": document["iterations"], "momentums": [], "velocities": []}
     model.set_weights(weights)
     if optimizer_state is not None:
         model.optimizer.set_state(optimizer_state)

@@ -114,7 +114,7 @@ def cmd_prepare(args) -> None:
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "embedding_dim", "hidden_units", "mask", "learning_rate", "seed",
                  "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant",
-                 "ngrams", "buckets", "validation_reviews")
+                 "optimizer", "nb_init", "ngrams", "buckets", "validation_reviews")
 
 
 def cmd_train(args) -> None:
@@ -355,6 +355,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--validation-reviews", type=int, help="with --ngrams: train reviews held out "
                      f"(seed 0) for validation and early stopping (default {ngram['validation_reviews']}); "
                      "the test set is evaluated once, at the end")
+    sub.add_argument("--nb-init", action="store_true", default=None,
+                     help="with --ngrams: start the model as the naive-Bayes classifier of the "
+                          "training reviews (log-count ratios; npembed/nb_init.py)")
+    sub.add_argument("--optimizer", choices=["adam", "sgd"],
+                     help="default adam (see --adam); sgd: fastText's plain SGD, the rate decaying "
+                          "linearly to 0 over the run, no moments kept (npembed/optimizers.py)")
     sub.add_argument("--adam", dest="adam_variant", choices=[*Adam.VARIANTS, *Adam.ALIASES],
                      metavar="{" + ",".join(Adam.VARIANTS) + "}",
                      help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "

@@ -39,6 +39,8 @@ class TrainConfig:
     early_stopping: int = 0          # patience in epochs on val_loss; 0 = off
     steps_per_epoch: int | None = None
     adam_variant: str = "keras2"     # the tutorial's tf.keras Adam; see optimizers.py
+    optimizer: str = "adam"          # or "sgd": fastText's plain SGD, rate decaying linearly to 0
+    nb_init: bool = False            # with ngrams: start as the naive-Bayes classifier (nb_init.py)
     # The n-gram model (fastText's, ``--ngrams N``); 0 is the tutorial's model, and then the
     # two options below are unused.  See NGRAM_DEFAULTS and datasets/ngrams.py.
     ngrams: int = 0                  # tokens plus their hashed 2..N-grams
@@ -82,6 +84,14 @@ class TrainConfig:
             from npembed.datasets.ngrams import check_ngram_options
             check_ngram_options(self.ngrams, self.buckets, vocab_size)
             _check_int("validation_reviews", self.validation_reviews, 1, 24_999)
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.nb_init and not (self.ngrams and self.hidden_units == 0):
+            raise UsageError("--nb-init starts the n-gram model without a hidden layer: give "
+                             "--ngrams N and --hidden-units 0")
+        if self.optimizer == "sgd" and not (self.ngrams and self.hidden_units == 0):
+            raise UsageError("--optimizer sgd (fastText's per-review step) trains the n-gram model "
+                             "without a hidden layer: give --ngrams N and --hidden-units 0")
         variants = npembed.optimizers.Adam.VARIANTS
         if self.adam_variant not in variants:
             raise UsageError(f"--adam must be one of {', '.join(variants)}, got {self.adam_variant!r}")
@@ -135,15 +145,29 @@ def _physical_memory() -> int | None:
 # Search 1 (12 configurations: n 2 or 3, lr 0.003 / 0.01 / 0.03, batch 10 or 32; 2M buckets,
 # width 16, no hidden layer) ranked by validation accuracy at the lowest-val_loss epoch: n=3,
 # lr 0.01, batch 32 came first (0.9124, epoch 2); the best bigram setting reached 0.906.
+# Search 2 (issue 15, benchmarks/results/ngram_search.jsonl): lr 0.005 / 0.02, 4-grams, width 32 / 64, naive-Bayes
+# initialisation, word tokens, and --optimizer sgd (fastText's per-review SGD) all ranked below
+# these defaults; the best SGD setting (lr 1 over 5 epochs, 0.8928) is benchmarks.ngram_compare's.
 NGRAM_DEFAULTS = dict(ngrams=3, buckets=2_000_000, embedding_dim=16, hidden_units=0, mask=True,
                       learning_rate=0.01, batch_size=32, epochs=5, early_stopping=1,
                       adam_variant="lazy", validation_steps=None, validation_reviews=2500)
 
 
-def build_model(config: TrainConfig, vocab_size: int) -> npembed.Sequential:
-    """The tutorial's model, over ``config.table_rows(vocab_size)`` rows (n-grams included)."""
+OPTIMIZERS = ("adam", "sgd")
+
+
+def build_model(config: TrainConfig, vocab_size: int, steps_per_epoch: int | None = None) -> npembed.Sequential:
+    """The tutorial's model, over ``config.table_rows(vocab_size)`` rows (n-grams included).
+
+    ``--optimizer sgd``: its rate decays linearly to 0 over ``epochs * steps_per_epoch`` steps
+    (fastText's schedule); without steps_per_epoch it stays constant."""
     model = npembed.tutorial_model(vocab_size=config.table_rows(vocab_size), embedding_dim=config.embedding_dim,
                                    hidden_units=config.hidden_units, mask_zero=config.mask, seed=config.seed)
-    model.compile(optimizer=npembed.optimizers.Adam(learning_rate=config.learning_rate, variant=config.adam_variant),
+    if config.optimizer == "sgd":
+        decay = config.epochs * steps_per_epoch if steps_per_epoch else None
+        optimizer = npembed.optimizers.SGD(learning_rate=config.learning_rate, decay_steps=decay, per_review=True)
+    else:
+        optimizer = npembed.optimizers.Adam(learning_rate=config.learning_rate, variant=config.adam_variant)
+    model.compile(optimizer=optimizer,
                   loss=npembed.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
     return model

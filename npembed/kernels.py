@@ -139,7 +139,14 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None
     float64.  Either agrees with the reference to within one ulp of the output dtype.
     ``memo`` is what :func:`pooled_row_sums` reuses for the backward pass: the rows and the
     (B, U) count matrix (NumPy), or each review's distinct rows and their counts (native).
+    Native with a mask (the n-gram model's long reviews) sums the masked-in rows position by
+    position in float64 instead, without finding each review's distinct rows, and returns memo
+    None: plain SGD (:func:`sgd_pooled_rows`) never needs them, Adam's backward finds them.
     """
+    if _use_native() and mask is not None:     # the n-gram model: no distinct rows (memo None)
+        pooled, lengths = _native.masked_pooled_lookup(ids, table, mask)
+        check_no_empty_rows(lengths)
+        return pooled, None
     if _use_native():
         pooled, lengths, review_counts = _native.pooled_lookup(ids, table, mask)
         if mask is not None:
@@ -174,6 +181,26 @@ def pooled_row_sums(ids: np.ndarray, mask: np.ndarray | None, row_gradient: np.n
     rows, counts = memo if memo is not None else row_counts(ids, num_rows, mask)
     counts = counts.astype(row_gradient.dtype)          # small counts are exact in either dtype
     return rows, counts.T @ row_gradient, counts.T @ np.square(row_gradient)
+
+
+# --------------------------------------------------------------------------- plain SGD
+def sgd_pooled_rows(table: np.ndarray, ids: np.ndarray, mask: np.ndarray | None,
+                    row_gradient: np.ndarray, learning_rate) -> None:
+    """``table -= learning_rate * dE`` in place, for the pooled embedding's gradient
+    ``dE[r] = sum_b c[b, r] g[b]`` (``sparse.PooledSlices``; g = ``row_gradient`` (B, D)).
+
+    Reference: ``table -= learning_rate * PooledSlices(...).to_dense()``.  Native (with a mask):
+    ``table[ids[b, t]] -= learning_rate * g[b]`` at every masked-in position, in position order,
+    straight from the ids (fastText's ``addVectorToRow`` per token; no distinct rows); NumPy:
+    the distinct rows' sums, then one subtraction per row.  A row held k times gets k rounded
+    subtractions natively and one of the rounded sum in NumPy: they agree to a few ulps.
+    """
+    step = (row_gradient * row_gradient.dtype.type(learning_rate)).astype(table.dtype, copy=False)
+    if _use_native() and mask is not None:
+        _native.sgd_scatter(table, ids, mask, step)
+        return
+    rows, sums, _ = pooled_row_sums(ids, mask, step, table.shape[0])
+    table[rows] -= sums
 
 
 # --------------------------------------------------------------------------- Adam
@@ -240,6 +267,27 @@ def adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, on
     adam_update(w_rows, m_rows, v_rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                 one_minus_beta_2, epsilon)
     m[rows], v[rows], weight[rows] = m_rows, v_rows, w_rows
+
+
+def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, one_minus_beta_1,
+                     one_minus_beta_2, epsilon, memo=None) -> None:
+    """Lazy Adam (S = g**2) on the rows of a pooled embedding's gradient (``sparse.PooledSlices``).
+
+    Reference: ``pooled_row_sums`` then :func:`adam_update_lazy_rows` with
+    ``squared_rows = grad_rows**2`` (what ``Adam(variant="lazy")`` does with any sparse
+    gradient).  Native with a mask (the n-gram model): one walk over the ids sums each row's
+    slices in float64, then each row takes its update, with no per-review distinct rows and no
+    sort; bit for bit the reference in float32 (every sum is exact in double), within an ulp of
+    each sum in float64.
+    """
+    if _use_native() and mask is not None:
+        _native.pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, one_minus_beta_1,
+                                 one_minus_beta_2, epsilon)
+        return
+    rows, grad_rows, _ = pooled_row_sums(ids, mask, row_gradient, weight.shape[0], memo)
+    grad_rows = grad_rows.astype(weight.dtype, copy=False)
+    adam_update_lazy_rows(weight, m, v, rows, grad_rows, np.square(grad_rows), alpha,
+                          one_minus_beta_1, one_minus_beta_2, epsilon)
 
 
 def _apply_step(weight, m, v, alpha, epsilon, scratch) -> None:

@@ -25,7 +25,7 @@ from npembed import metrics as metrics_module
 from npembed.checks import check_float_dtype, check_labels
 from npembed.layers import Embedding, Layer, fuse_pooled_embeddings
 from npembed.losses import BinaryCrossentropy
-from npembed.optimizers import Adam, Gradient
+from npembed.optimizers import SGD, Adam, Gradient
 
 
 class NonFiniteLossError(ValueError):
@@ -64,7 +64,7 @@ class Sequential:
         self.name = name
         self.dtype = check_float_dtype(dtype)
         self.seed = seed
-        self.optimizer: Adam | None = None
+        self.optimizer: Adam | SGD | None = None
         self.loss = BinaryCrossentropy(from_logits=True)
         self.metrics: list[metrics_module.BinaryAccuracy] = []
         self.stop_training = False
@@ -171,13 +171,13 @@ class Sequential:
         return loss, logits
 
     # ------------------------------------------------------------------ training
-    def compile(self, optimizer: Adam | str = "adam", loss: BinaryCrossentropy | None = None,
+    def compile(self, optimizer: Adam | SGD | str = "adam", loss: BinaryCrossentropy | None = None,
                 metrics: Sequence[Any] = ("accuracy",)) -> None:
         """Choose the optimizer, loss and metrics, as ``keras.Model.compile``."""
         if optimizer == "adam":
             optimizer = Adam()
-        if not isinstance(optimizer, Adam):
-            raise TypeError(f"optimizer must be npembed.optimizers.Adam or 'adam', got {optimizer!r}")
+        if not isinstance(optimizer, (Adam, SGD)):
+            raise TypeError(f"optimizer must be npembed.optimizers.Adam, SGD or 'adam', got {optimizer!r}")
         if loss in (None, "binary_crossentropy"):
             loss = BinaryCrossentropy(from_logits=True)
         if not isinstance(loss, BinaryCrossentropy):
@@ -195,6 +195,9 @@ class Sequential:
         """One Adam step on one batch: (the batch's loss before the step, its logits (B, 1))."""
         if self.optimizer is None:
             raise RuntimeError("call model.compile(...) before training")
+        if getattr(self.optimizer, "per_review", False):      # fastText's step (per_review.py)
+            from npembed.per_review import review_sgd_step
+            return review_sgd_step(self, ids, labels)
         loss, logits = self._forward_backward(ids, labels)
         self.optimizer.apply_gradients(self.trainable_gradients(), self.weights)
         return loss, logits

@@ -944,6 +944,327 @@ static PyObject *py_gather_ids(PyObject *self, PyObject *args)
     return result;
 }
 
+/* ------------------------------------------------------------------ masked pooling, ragged
+ * The masked average without per-review distinct rows: out[b] = sum of table[ids[b, t]] over
+ * the positions t with mask[b, t], divided by their number n[b] (lengths[b] = n[b]), summed in
+ * double in position order and rounded once; and its plain-SGD step, table[ids[b, t]] -=
+ * step[b] at each masked-in position (a row held k times moves k times: the scatter-add of the
+ * slices, so no distinct rows are needed).  Masked-out positions (the padding) are skipped
+ * without touching the table.  Returns the first out-of-range id seen (-1: none); the SGD
+ * loop skips such an id, so the caller raises with the table untouched at that position. */
+#define MASKED_POOL(SUFFIX, ID_T, REAL)                                                        \
+static int64_t masked_sum_##SUFFIX(const ID_T *ids, const uint8_t *mask, int64_t batch,        \
+                                   int64_t length, const REAL *table, int64_t num_rows,        \
+                                   int64_t dim, REAL *out, int64_t *lengths, double *total)    \
+{                                                                                              \
+    int64_t bad = -1;                                                                          \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const ID_T *row_ids = ids + b * length;                                                \
+        const uint8_t *row_mask = mask + b * length;                                           \
+        int64_t tokens = 0;                                                                    \
+        for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                      \
+        for (int64_t t = 0; t < length; t++) {                                                 \
+            if (t + PREFETCH_AHEAD < length && row_mask[t + PREFETCH_AHEAD]) {                 \
+                int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                          \
+                if (ahead >= 0 && ahead < num_rows) prefetch(table + ahead * dim, dim * sizeof(REAL), 0); \
+            }                                                                                  \
+            if (!row_mask[t]) continue;                                                        \
+            const int64_t id = (int64_t)row_ids[t];                                            \
+            if (id < 0 || id >= num_rows) { bad = id; continue; }                              \
+            const REAL *restrict values = table + id * dim;                                    \
+            for (int64_t j = 0; j < dim; j++) total[j] += (double)values[j];                   \
+            tokens++;                                                                          \
+        }                                                                                      \
+        lengths[b] = tokens;                                                                   \
+        const double denominator = (double)(tokens > 0 ? tokens : 1);                          \
+        for (int64_t j = 0; j < dim; j++) out[b * dim + j] = (REAL)(total[j] / denominator);   \
+    }                                                                                          \
+    return bad;                                                                                \
+}                                                                                              \
+static int64_t sgd_scatter_##SUFFIX(const ID_T *ids, const uint8_t *mask, int64_t batch,       \
+                                    int64_t length, REAL *table, int64_t num_rows, int64_t dim, \
+                                    const REAL *step)                                          \
+{                                                                                              \
+    int64_t bad = -1;                                                                          \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const ID_T *row_ids = ids + b * length;                                                \
+        const uint8_t *row_mask = mask + b * length;                                           \
+        const REAL *restrict s = step + b * dim;                                               \
+        for (int64_t t = 0; t < length; t++) {                                                 \
+            if (t + PREFETCH_AHEAD < length && row_mask[t + PREFETCH_AHEAD]) {                 \
+                int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                          \
+                if (ahead >= 0 && ahead < num_rows) prefetch(table + ahead * dim, dim * sizeof(REAL), 1); \
+            }                                                                                  \
+            if (!row_mask[t]) continue;                                                        \
+            const int64_t id = (int64_t)row_ids[t];                                            \
+            if (id < 0 || id >= num_rows) { bad = id; continue; }                              \
+            REAL *restrict w = table + id * dim;                                               \
+            for (int64_t j = 0; j < dim; j++) w[j] -= s[j];                                    \
+        }                                                                                      \
+    }                                                                                          \
+    return bad;                                                                                \
+}
+MASKED_POOL(i32_f32, int32_t, float)
+MASKED_POOL(i64_f32, int64_t, float)
+MASKED_POOL(i32_f64, int32_t, double)
+MASKED_POOL(i64_f64, int64_t, double)
+
+/* masked_pool(mode, ids, mask, table, out_or_step, lengths_or_None, batch, length, num_rows,
+ *             dim, id_itemsize, itemsize): mode 0, the masked average into out (B, D) and
+ * lengths (B,); mode 1, the SGD scatter of step (B, D) into table.  Returns the first
+ * out-of-range id, or -1. */
+static PyObject *py_masked_pool(PyObject *self, PyObject *args)
+{
+    Py_buffer b[5] = {{0}};
+    PyObject *lengths_obj;
+    int mode;
+    Py_ssize_t batch, length, num_rows, dim, id_item, item;
+    if (!PyArg_ParseTuple(args, "iy*y*w*y*Onnnnnn", &mode, &b[0], &b[1], &b[2], &b[3], &lengths_obj,
+                          &batch, &length, &num_rows, &dim, &id_item, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0
+             && length >= 0 && (mode == 0 || mode == 1) && (mode == 0) == (lengths_obj != Py_None);
+    if (!ok) PyErr_SetString(PyExc_ValueError, "masked_pool: bad mode, item size or arguments");
+    ok = ok && need(&b[0], batch * length * id_item, "ids") && need(&b[1], batch * length, "mask")
+         && need(&b[2], num_rows * dim * item, "table") && need(&b[3], batch * dim * item, "out/step");
+    if (ok && mode == 0)
+        ok = PyObject_GetBuffer(lengths_obj, &b[4], PyBUF_WRITABLE) == 0 && need(&b[4], batch * 8, "lengths");
+    double *total = ok ? malloc(dim * sizeof(double)) : NULL;
+    if (ok && !total) { PyErr_NoMemory(); ok = 0; }
+    int64_t bad = -1;
+    if (ok) {
+        const uint8_t *mask = b[1].buf;
+        void *table = b[2].buf, *vec = b[3].buf;
+        Py_BEGIN_ALLOW_THREADS
+        if (mode == 0) {
+            if (id_item == 4 && item == 4) bad = masked_sum_i32_f32(b[0].buf, mask, batch, length, table, num_rows, dim, vec, b[4].buf, total);
+            else if (id_item == 8 && item == 4) bad = masked_sum_i64_f32(b[0].buf, mask, batch, length, table, num_rows, dim, vec, b[4].buf, total);
+            else if (id_item == 4) bad = masked_sum_i32_f64(b[0].buf, mask, batch, length, table, num_rows, dim, vec, b[4].buf, total);
+            else bad = masked_sum_i64_f64(b[0].buf, mask, batch, length, table, num_rows, dim, vec, b[4].buf, total);
+        } else {
+            if (id_item == 4 && item == 4) bad = sgd_scatter_i32_f32(b[0].buf, mask, batch, length, table, num_rows, dim, vec);
+            else if (id_item == 8 && item == 4) bad = sgd_scatter_i64_f32(b[0].buf, mask, batch, length, table, num_rows, dim, vec);
+            else if (id_item == 4) bad = sgd_scatter_i32_f64(b[0].buf, mask, batch, length, table, num_rows, dim, vec);
+            else bad = sgd_scatter_i64_f64(b[0].buf, mask, batch, length, table, num_rows, dim, vec);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(total);
+    release(b, 5);
+    if (!ok) return NULL;
+    return PyLong_FromLongLong(bad);
+}
+
+/* ------------------------------------------------------------------ fastText's step, per review
+ * The model Embedding(mask) -> average -> Dense(1) with sigmoid cross-entropy, trained as
+ * fastText trains it: one SGD step per review, in order, at rate lr (docs/gradients.md,
+ * section 9).  For review b, its n masked-in positions t and label y:
+ *     h = (1/n) sum_t E[ids[b, t]]    (double, rounded once)     z = h . k + c
+ *     loss_b = max(z, 0) - z y + log1p(exp(-|z|))                 e = sigmoid(z) - y
+ *     dh = e k (the old k);  k -= lr e h;  c -= lr e;  E[ids[b, t]] -= lr dh / n at every t
+ * logits[b] and losses[b] are those before review b's step.  Returns the first out-of-range
+ * id (-1: none; such a position is skipped), or -2 for a review with no masked-in position. */
+#define REVIEW_SGD(SUFFIX, ID_T, REAL, EXP, LOG1P)                                             \
+static int64_t review_sgd_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels,   \
+                                   int64_t batch, int64_t length, REAL *table, int64_t num_rows, \
+                                   int64_t dim, REAL *kernel, REAL *bias, REAL lr,             \
+                                   REAL *logits, REAL *losses, double *total, REAL *step)      \
+{                                                                                              \
+    int64_t bad = -1;                                                                          \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const ID_T *row_ids = ids + b * length;                                                \
+        const uint8_t *row_mask = mask + b * length;                                           \
+        int64_t n = 0;                                                                         \
+        for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                      \
+        for (int64_t t = 0; t < length; t++) {                                                 \
+            if (t + PREFETCH_AHEAD < length && row_mask[t + PREFETCH_AHEAD]) {                 \
+                int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                          \
+                if (ahead >= 0 && ahead < num_rows) prefetch(table + ahead * dim, dim * sizeof(REAL), 1); \
+            }                                                                                  \
+            if (!row_mask[t]) continue;                                                        \
+            const int64_t id = (int64_t)row_ids[t];                                            \
+            if (id < 0 || id >= num_rows) { bad = id; continue; }                              \
+            const REAL *restrict values = table + id * dim;                                    \
+            for (int64_t j = 0; j < dim; j++) total[j] += (double)values[j];                   \
+            n++;                                                                               \
+        }                                                                                      \
+        if (n == 0) return -2;                                                                 \
+        double z = 0.0;                                                                        \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            const REAL h = (REAL)(total[j] / (double)n);                                       \
+            total[j] = (double)h;                                                              \
+            z += (double)h * (double)kernel[j];                                                \
+        }                                                                                      \
+        const REAL logit = (REAL)(z + (double)bias[0]), y = labels[b];                         \
+        logits[b] = logit;                                                                     \
+        losses[b] = (logit > 0 ? logit : 0) - logit * y + LOG1P(EXP(-(logit > 0 ? logit : -logit))); \
+        const REAL e = (REAL)1 / ((REAL)1 + EXP(-logit)) - y;                                  \
+        const REAL scale = lr * e, per_row = scale / (REAL)n;                                  \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            step[j] = per_row * kernel[j];                                                     \
+            kernel[j] -= scale * (REAL)total[j];                                               \
+        }                                                                                      \
+        bias[0] -= scale;                                                                      \
+        for (int64_t t = 0; t < length; t++) {                                                 \
+            if (!row_mask[t]) continue;                                                        \
+            const int64_t id = (int64_t)row_ids[t];                                            \
+            if (id < 0 || id >= num_rows) continue;                                            \
+            REAL *restrict w = table + id * dim;                                               \
+            for (int64_t j = 0; j < dim; j++) w[j] -= step[j];                                 \
+        }                                                                                      \
+    }                                                                                          \
+    return bad;                                                                                \
+}
+REVIEW_SGD(i32_f32, int32_t, float, expf, log1pf)
+REVIEW_SGD(i64_f32, int64_t, float, expf, log1pf)
+REVIEW_SGD(i32_f64, int32_t, double, exp, log1p)
+REVIEW_SGD(i64_f64, int64_t, double, exp, log1p)
+
+/* review_sgd(ids, mask, labels, table, kernel, bias, logits, losses, batch, length, num_rows,
+ *            dim, lr, id_itemsize, itemsize): returns as review_sgd_* above. */
+static PyObject *py_review_sgd(PyObject *self, PyObject *args)
+{
+    Py_buffer b[8] = {{0}};
+    Py_ssize_t batch, length, num_rows, dim, id_item, item;
+    double lr;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*nnnndnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &batch, &length, &num_rows, &dim, &lr, &id_item, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0 && length >= 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "review_sgd: bad item size or shape");
+    ok = ok && need(&b[0], batch * length * id_item, "ids") && need(&b[1], batch * length, "mask")
+         && need(&b[2], batch * item, "labels") && need(&b[3], num_rows * dim * item, "table")
+         && need(&b[4], dim * item, "kernel") && need(&b[5], item, "bias")
+         && need(&b[6], batch * item, "logits") && need(&b[7], batch * item, "losses");
+    double *total = ok ? malloc(dim * sizeof(double)) : NULL;
+    void *step = ok ? malloc(dim * item) : NULL;
+    if (ok && (!total || !step)) { PyErr_NoMemory(); ok = 0; }
+    int64_t bad = -1;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4) {
+            if (id_item == 4) bad = review_sgd_i32_f32(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, (float)lr, b[6].buf, b[7].buf, total, step);
+            else bad = review_sgd_i64_f32(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, (float)lr, b[6].buf, b[7].buf, total, step);
+        } else {
+            if (id_item == 4) bad = review_sgd_i32_f64(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, lr, b[6].buf, b[7].buf, total, step);
+            else bad = review_sgd_i64_f64(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, lr, b[6].buf, b[7].buf, total, step);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(total);
+    free(step);
+    release(b, 8);
+    if (!ok) return NULL;
+    return PyLong_FromLongLong(bad);
+}
+
+/* ------------------------------------------------------------------ lazy Adam from the ids
+ * Lazy Adam on the pooled embedding's gradient straight from the ids (the n-gram model): no
+ * per-review distinct rows, no sort.  Pass 1 walks the masked-in positions once, giving each
+ * new row a slot in order of first appearance and adding row_gradient[b] into its float64
+ * sum; pass 2 rounds each sum to the table's type (g), takes S = g * g (lazy's keras2 S) and
+ * runs Adam's update on that row alone.  For a float32 model every sum is exact in double
+ * (at most 2^29 addends of 24-bit numbers), so this is bit for bit the generic path
+ * (pooled_row_sums, then adam_lazy_rows); rows are independent, so their order does not
+ * matter.  A row seen only at masked-out positions (the padding row) is listed with a zero
+ * gradient, as pooled_row_sums (and TensorFlow's IndexedSlices) list it, so it takes lazy
+ * Adam's step too.  slot (V,) int32 is all -1 on entry and exit.  Returns the first out-of-range id,
+ * after which nothing is updated, or -1. */
+#define POOLED_LAZY_ADAM(SUFFIX, ID_T, REAL, AS)                                               \
+static int64_t pooled_lazy_adam_##SUFFIX(const ID_T *ids, const uint8_t *mask, int64_t batch,  \
+        int64_t length, const REAL *grad, REAL *w, REAL *m, REAL *v, int64_t num_rows,         \
+        int64_t dim, int32_t *slot, int64_t *rows, double *acc, REAL *tmp,                     \
+        REAL alpha, REAL c1, REAL c2, REAL eps)                                                \
+{                                                                                              \
+    int64_t used = 0, bad = -1;                                                                \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const ID_T *row_ids = ids + b * length;                                                \
+        const uint8_t *row_mask = mask + b * length;                                           \
+        const REAL *restrict g = grad + b * dim;                                               \
+        for (int64_t t = 0; t < length; t++) {                                                 \
+            if (t + PREFETCH_AHEAD < length) {                                                 \
+                int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                          \
+                if (ahead >= 0 && ahead < num_rows) __builtin_prefetch(slot + ahead, 1);       \
+            }                                                                                  \
+            const int64_t id = (int64_t)row_ids[t];                                            \
+            if (id < 0 || id >= num_rows) { bad = id; continue; }                              \
+            int32_t k = slot[id];                                                              \
+            if (k < 0) {                                                                       \
+                k = (int32_t)used++;                                                           \
+                slot[id] = k;                                                                  \
+                rows[k] = id;                                                                  \
+                for (int64_t j = 0; j < dim; j++) acc[k * dim + j] = 0.0;                      \
+            }                                                                                  \
+            if (!row_mask[t]) continue;      /* listed with a zero gradient, as TF lists it */ \
+            double *restrict sum = acc + (int64_t)k * dim;                                     \
+            for (int64_t j = 0; j < dim; j++) sum[j] += (double)g[j];                          \
+        }                                                                                      \
+    }                                                                                          \
+    REAL *gk = tmp, *sk = tmp + dim;                                                           \
+    for (int64_t k = 0; k < used; k++) {                                                       \
+        if (bad == -1 && k + PREFETCH_AHEAD < used) {                                          \
+            const int64_t ahead = rows[k + PREFETCH_AHEAD] * dim;                              \
+            prefetch(w + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch(m + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch(v + ahead, dim * sizeof(REAL), 1);                                        \
+        }                                                                                      \
+        const int64_t r = rows[k];                                                             \
+        slot[r] = -1;                                                                          \
+        if (bad != -1) continue;                                                               \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            gk[j] = (REAL)acc[k * dim + j];                                                    \
+            sk[j] = gk[j] * gk[j];                                                             \
+        }                                                                                      \
+        adam_span_##AS(w + r * dim, m + r * dim, v + r * dim, gk, sk, dim, alpha, c1, c2, eps); \
+    }                                                                                          \
+    return bad;                                                                                \
+}
+POOLED_LAZY_ADAM(i32_f32, int32_t, float, f32)
+POOLED_LAZY_ADAM(i64_f32, int64_t, float, f32)
+POOLED_LAZY_ADAM(i32_f64, int32_t, double, f64)
+POOLED_LAZY_ADAM(i64_f64, int64_t, double, f64)
+
+/* pooled_lazy_adam(ids, mask, grad, w, m, v, slot, rows, acc, batch, length, num_rows, dim,
+ *                  alpha, c1, c2, eps, id_itemsize, itemsize): rows holds batch * length
+ * int64, acc batch * length * dim doubles (the most rows a batch can touch). */
+static PyObject *py_pooled_lazy_adam(PyObject *self, PyObject *args)
+{
+    Py_buffer b[9] = {{0}};
+    Py_ssize_t batch, length, num_rows, dim, id_item, item;
+    double alpha, c1, c2, eps;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*w*nnnnddddnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &b[8], &batch, &length, &num_rows, &dim, &alpha, &c1, &c2, &eps,
+                          &id_item, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0
+             && length >= 0 && num_rows < INT32_MAX;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "pooled_lazy_adam: bad item size or shape");
+    Py_ssize_t table = num_rows * dim * item, positions = batch * length;
+    ok = ok && need(&b[0], positions * id_item, "ids") && need(&b[1], positions, "mask")
+         && need(&b[2], batch * dim * item, "grad") && need(&b[3], table, "weight") && need(&b[4], table, "m")
+         && need(&b[5], table, "v") && need(&b[6], num_rows * 4, "slot") && need(&b[7], positions * 8, "rows")
+         && need(&b[8], positions * dim * 8, "acc");
+    void *tmp = ok ? malloc(2 * dim * item) : NULL;
+    if (ok && !tmp) { PyErr_NoMemory(); ok = 0; }
+    int64_t bad = -1;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4) {
+            float a = (float)alpha, k1 = (float)c1, k2 = (float)c2, e = (float)eps;
+            if (id_item == 4) bad = pooled_lazy_adam_i32_f32(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, a, k1, k2, e);
+            else bad = pooled_lazy_adam_i64_f32(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, a, k1, k2, e);
+        } else {
+            if (id_item == 4) bad = pooled_lazy_adam_i32_f64(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, alpha, c1, c2, eps);
+            else bad = pooled_lazy_adam_i64_f64(b[0].buf, b[1].buf, batch, length, b[2].buf, b[3].buf, b[4].buf, b[5].buf, num_rows, dim, b[6].buf, b[7].buf, b[8].buf, tmp, alpha, c1, c2, eps);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(tmp);
+    release(b, 9);
+    if (!ok) return NULL;
+    return PyLong_FromLongLong(bad);
+}
+
 static PyMethodDef methods[] = {
     {"count_review_rows", py_count_review_rows, METH_VARARGS, "Distinct rows per review and their counts."},
     {"pooled_sum", py_pooled_sum, METH_VARARGS, "Embedding + average pooling from the row counts."},
@@ -954,6 +1275,9 @@ static PyMethodDef methods[] = {
     {"tokenize", py_tokenize, METH_VARARGS, "tfds's prepared tokens of many UTF-8 texts."},
     {"encode_tokens", py_encode_tokens, METH_VARARGS, "Subword ids of distinct tokens (greedy longest match)."},
     {"gather_ids", py_gather_ids, METH_VARARGS, "Every token occurrence's ids, text by text."},
+    {"masked_pool", py_masked_pool, METH_VARARGS, "Masked average pooling, or its SGD scatter."},
+    {"pooled_lazy_adam", py_pooled_lazy_adam, METH_VARARGS, "Lazy Adam from the ids of a masked average."},
+    {"review_sgd", py_review_sgd, METH_VARARGS, "fastText's SGD step, one review at a time."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -296,3 +296,71 @@ def gather_ids(index: np.ndarray, id_offsets: np.ndarray, token_ids: np.ndarray,
                             np.ascontiguousarray(token_ids, dtype=np.int32),
                             np.ascontiguousarray(token_offsets, dtype=np.int64), offsets)
     return np.frombuffer(ids, dtype=np.int32), offsets
+
+
+def _ids_and_mask(ids: np.ndarray, mask: np.ndarray):
+    if ids.dtype not in (np.int32, np.int64) or not ids.flags.c_contiguous:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+    return ids, np.ascontiguousarray(mask, dtype=bool)
+
+
+def masked_pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray):
+    """(pooled (B, D) in table.dtype, tokens per review (B,)): the masked average of the rows
+    at the masked-in positions, without per-review distinct rows; twin of
+    ``kernels.pooled_lookup`` with a mask.  Raises IndexError for an id outside the table."""
+    ids, mask = _ids_and_mask(ids, mask)
+    batch, dim = ids.shape[0], table.shape[1]
+    pooled = np.empty((batch, dim), dtype=table.dtype)
+    lengths = np.empty(batch, dtype=np.int64)
+    bad = load().masked_pool(0, ids, mask, table, pooled, lengths, batch, ids.shape[1], table.shape[0],
+                             dim, ids.itemsize, table.itemsize)
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
+    return pooled, lengths
+
+
+def sgd_scatter(table: np.ndarray, ids: np.ndarray, mask: np.ndarray, step: np.ndarray) -> None:
+    """``table[ids[b, t]] -= step[b]`` at every masked-in position, in place, in position
+    order; twin of ``kernels.sgd_pooled_rows``.  Raises IndexError for an id outside the table."""
+    ids, mask = _ids_and_mask(ids, mask)
+    step = np.ascontiguousarray(step, dtype=table.dtype)
+    bad = load().masked_pool(1, ids, mask, table, step, None, ids.shape[0], ids.shape[1], table.shape[0],
+                             table.shape[1], ids.itemsize, table.itemsize)
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
+
+
+def review_sgd(ids, mask, labels, table, kernel, bias, learning_rate):
+    """(logits (B,), losses (B,)) before each review's step; fastText's per-review SGD on
+    Embedding -> masked average -> Dense(1) in place (table, kernel (D,), bias (1,)); twin of
+    ``per_review.review_sgd_reference``.  Raises IndexError / ValueError like the layers."""
+    ids, mask = _ids_and_mask(ids, mask)
+    labels = np.ascontiguousarray(labels, dtype=table.dtype).reshape(-1)
+    batch, dim = ids.shape[0], table.shape[1]
+    logits = np.empty(batch, dtype=table.dtype)
+    losses = np.empty(batch, dtype=table.dtype)
+    bad = load().review_sgd(ids, mask, labels, table, kernel, bias, logits, losses, batch, ids.shape[1],
+                            table.shape[0], dim, float(learning_rate), ids.itemsize, table.itemsize)
+    if bad == -2:
+        raise ValueError("a review has no token (every position is padding): its average is undefined")
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
+    return logits, losses
+
+
+def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, c1, c2, eps) -> None:
+    """Lazy Adam in place on the rows a masked pooled batch looked up, its gradient summed per
+    row straight from the ids (``dE[r] = sum over positions holding r of row_gradient[b]``);
+    twin of ``kernels.pooled_lazy_adam`` (bit for bit the generic path in float32).  Raises
+    IndexError, with nothing updated, for an id outside the table."""
+    ids, mask = _ids_and_mask(ids, mask)
+    row_gradient = np.ascontiguousarray(row_gradient, dtype=weight.dtype)
+    positions, dim = ids.size, weight.shape[1]
+    rows = _kept("lazy_rows", 0, lambda: np.empty(0, dtype=np.int64))
+    if rows.size < positions:
+        rows = _scratch.__dict__[("lazy_rows", 0)] = np.empty(2 * positions, dtype=np.int64)
+    bad = load().pooled_lazy_adam(ids, mask, row_gradient, weight, m, v, _slot_map(weight.shape[0]), rows,
+                                  _accumulators(positions, dim), ids.shape[0], ids.shape[1], weight.shape[0],
+                                  dim, float(alpha), float(c1), float(c2), float(eps), ids.itemsize, weight.itemsize)
+    if bad != -1:
+        raise IndexError(f"token id {bad} is outside the table's {weight.shape[0]} rows")

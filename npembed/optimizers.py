@@ -51,6 +51,7 @@ from typing import Protocol, Sequence, Union
 import numpy as np
 
 from npembed import kernels
+from npembed.sparse import PooledSlices
 
 
 def adam_update(weight: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray,
@@ -160,6 +161,10 @@ class Adam:
         if isinstance(grad, np.ndarray):
             kernels.adam_update(weight, m, v, grad, None, *constants)       # S = grad**2
             return
+        if self.variant == "lazy" and isinstance(grad, PooledSlices) and grad.mask is not None:
+            kernels.pooled_lazy_adam(weight, m, v, grad.ids, grad.mask, grad.row_gradient, *constants,
+                                     memo=grad._memo)               # no per-review distinct rows
+            return
         rows, grad_rows, squared_rows = grad.row_sums()
         grad_rows = grad_rows.astype(weight.dtype, copy=False)
         if self.variant == "keras3":
@@ -185,3 +190,65 @@ class Adam:
         self.momentums = [np.array(m) for m in state["momentums"]]
         self.velocities = [np.array(v) for v in state["velocities"]]
         self._scratch = [None] * len(self.momentums)
+
+
+class SGD:
+    """``SGD(learning_rate=0.5, decay_steps=None, per_review=False)``: plain SGD with fastText's linear decay.
+
+    fastText (``src/fasttext.cc``, ``FastText::trainThread``) trains with no moments at all:
+    ``lr_t = lr * (1 - progress)``, progress going from 0 to 1 over the whole run, and
+    ``w -= lr_t * g`` on the rows a review touched.  Here, at step ``t = iterations`` (from 0)::
+
+        lr_t = learning_rate * max(0, 1 - t / decay_steps)     (decay_steps None: constant)
+        w   -= lr_t * g
+
+    for every weight; for the pooled embedding (``sparse.PooledSlices``) ``g`` is never formed:
+    ``kernels.sgd_pooled_rows`` subtracts ``lr_t * g[b]`` at each looked-up position, which is
+    ``lr_t * dE`` summed (docs/gradients.md, section 9).  No state but the step count, so a
+    run keeps no m and v (two tables of the embedding's size less than Adam).
+
+    The gradient is the batch mean's (the loss is a mean over B reviews), so a rate ``lr`` at
+    batch B moves a row of one review as far as fastText's per-review rate ``lr / B``.
+    ``per_review=True`` is fastText's own order instead: ``Sequential.train_step`` then takes one
+    step per review of the batch, in order, at the batch's rate (``npembed/per_review.py``).
+    """
+
+    def __init__(self, learning_rate: float = 0.5, decay_steps: int | None = None, per_review: bool = False):
+        if not (np.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"SGD learning_rate must be a finite number > 0, got {learning_rate!r}")
+        if decay_steps is not None and (isinstance(decay_steps, bool) or int(decay_steps) != decay_steps
+                                        or decay_steps < 1):
+            raise ValueError(f"SGD decay_steps must be an integer >= 1 or None, got {decay_steps!r}")
+        self.learning_rate = float(learning_rate)
+        self.decay_steps = None if decay_steps is None else int(decay_steps)
+        self.per_review = bool(per_review)
+        self.iterations = 0
+        self.momentums: list[np.ndarray] = []         # none: the checkpoint stores no moments
+        self.velocities: list[np.ndarray] = []
+
+    def current_rate(self) -> float:
+        """``lr_t`` for the coming step (module docstring of this class)."""
+        if self.decay_steps is None:
+            return self.learning_rate
+        return self.learning_rate * max(0.0, 1.0 - self.iterations / self.decay_steps)
+
+    def apply_gradients(self, grads: Sequence[Gradient], weights: Sequence[np.ndarray]) -> None:
+        """``w -= lr_t * g`` in place for every weight, then count the step."""
+        if len(grads) != len(weights):
+            raise ValueError(f"got {len(grads)} gradients for {len(weights)} weights")
+        rate = self.current_rate()
+        for weight, grad in zip(weights, grads):
+            lr = weight.dtype.type(rate)
+            if isinstance(grad, np.ndarray):
+                weight -= lr * grad.astype(weight.dtype, copy=False)
+            elif hasattr(grad, "row_gradient"):           # PooledSlices: straight from the ids
+                kernels.sgd_pooled_rows(weight, grad.ids, grad.mask, grad.row_gradient, lr)
+            else:                                         # IndexedSlices: subtract each slice
+                np.subtract.at(weight, grad.indices, lr * grad.values.astype(weight.dtype, copy=False))
+        self.iterations += 1
+
+    def get_state(self) -> dict:
+        return {"iterations": self.iterations, "momentums": [], "velocities": []}
+
+    def set_state(self, state: dict) -> None:
+        self.iterations = int(state["iterations"])

@@ -77,7 +77,13 @@ def _resumed_config(saved: TrainConfig, asked: dict, out: Path) -> TrainConfig:
 
 
 def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progress: bool, extra_callbacks) -> dict:
-    model = build_model(config, dataset.encoder.vocab_size)
+    train_split, val_split, test_split = run_splits(config, dataset, progress)
+    train_batches = train_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
+    steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
+    model = build_model(config, dataset.encoder.vocab_size, steps)
+    if config.nb_init and not resume:
+        from npembed.nb_init import nb_initialise
+        nb_initialise(model, train_split)            # the training split only (not validation)
     history = History()
     early = EarlyStopping(config.early_stopping) if config.early_stopping else None
     initial_epoch = 0
@@ -103,11 +109,8 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     if not resume or _saved_epochs(out) != config.epochs:
         write_run_start(out, config, dataset.encoder)
 
-    train_split, val_split, test_split = run_splits(config, dataset, progress)
-    train_batches = train_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
     val_batches = val_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed + 1)
     train_batches.next_epoch = val_batches.next_epoch = initial_epoch
-    steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
     callbacks = [*([early] if early else []), _Checkpointer(out, history, early),
                  *([_ProgressBar(steps, config.epochs)] if progress else []), *extra_callbacks]
     start = time.perf_counter()
@@ -215,7 +218,11 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch, logs):
         if logs["val_loss"] < self.best:
             self.best, self.best_epoch, self.wait = logs["val_loss"], epoch, 0
-            self.best_weights = self.model.get_weights()
+            if self.best_weights is None:
+                self.best_weights = self.model.get_weights()
+            else:       # into the copies already held: never two copies of a 2M-row table at once
+                for kept, live in zip(self.best_weights, self.model.weights):
+                    np.copyto(kept, live)
         else:
             self.wait += 1
             if self.wait >= self.patience:

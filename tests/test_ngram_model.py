@@ -127,3 +127,20 @@ def test_ngram_training_run_validates_on_held_out_train_reviews(imdb, tmp_path, 
     assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", real_data_path()]) in (0, None)
     printed = capsys.readouterr().out
     assert f"accuracy {results['test_accuracy']:.4f}" in printed, printed
+
+
+def test_sgd_ngram_run_trains_and_its_checkpoint_keeps_the_step_count(imdb, tmp_path):
+    """--optimizer sgd end to end on real reviews; the checkpoint restores SGD's step count
+    (its rate's decay), the only state it has."""
+    from npembed.checkpoint import load_checkpoint
+    from npembed.optimizers import SGD
+    from npembed.training import train
+    config = TrainConfig.for_ngrams(buckets=50_000, epochs=1, steps_per_epoch=300, validation_reviews=1000,
+                                    optimizer="sgd", learning_rate=1.0)
+    results = train(config, tmp_path / "run", data=imdb, progress=False)
+    assert 0.6 < results["test_accuracy"] < 1
+    model = build_model(config, 8185, steps_per_epoch=300)
+    assert isinstance(model.optimizer, SGD) and model.optimizer.per_review
+    assert model.optimizer.decay_steps == 300 and model.optimizer.iterations == 0
+    load_checkpoint(tmp_path / "run" / "checkpoint.npz", model)
+    assert model.optimizer.iterations == 300 and model.optimizer.current_rate() == 0.0
