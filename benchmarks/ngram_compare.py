@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -174,7 +173,7 @@ def main(argv=None) -> None:
     document = {"machine": machine_info(), "command": "python -m benchmarks.ngram_compare" + (" --quick" if args.quick else ""),
                 "fasttext_settings": FASTTEXT, "results": results}
     Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
-    print(f"| contender | test accuracy | epoch s | peak RSS MB |\n|---|---|---|---|")
+    print("| contender | test accuracy | epoch s | peak RSS MB |\n|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['test_accuracy']:.4f} | {r['epoch_seconds']:.2f} | {r['peak_rss_mb']:.0f} |")
 

@@ -9,7 +9,6 @@ raises fails the test (nbclient raises CellExecutionError).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
