@@ -44,6 +44,30 @@ class History(Callback):
             self.history.setdefault(key, []).append(value)
 
 
+def compile(model, optimizer="adam", loss=None, metrics: Sequence = ("accuracy",)) -> None:
+    """Choose the optimizer, loss and metrics, as ``keras.Model.compile``: ``optimizer`` an
+    ``optimizers.Adam`` or ``SGD`` (or "adam"), ``loss`` the ``BinaryCrossentropy(from_logits=True)``
+    (or "binary_crossentropy", the default), ``metrics`` names or metric objects."""
+    from npembed.losses import BinaryCrossentropy
+    from npembed.optimizers import SGD, Adam
+    if optimizer == "adam":
+        optimizer = Adam()
+    if not isinstance(optimizer, (Adam, SGD)):
+        raise TypeError(f"optimizer must be npembed.optimizers.Adam, SGD or 'adam', got {optimizer!r}")
+    if loss in (None, "binary_crossentropy"):
+        loss = BinaryCrossentropy(from_logits=True)
+    if not isinstance(loss, BinaryCrossentropy):
+        raise TypeError(f"loss must be npembed.losses.BinaryCrossentropy(from_logits=True) or "
+                        f"'binary_crossentropy', got {loss!r}")
+    if metrics is None:
+        metrics = ()
+    elif isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+        metrics = (metrics,)
+    model.optimizer = optimizer
+    model.loss = loss
+    model.metrics = [get_metric(m) for m in metrics]
+
+
 def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | None = None,
         validation_steps: int | None = None, steps_per_epoch: int | None = None,
         callbacks: Sequence[Callback] = (), initial_epoch: int = 0, verbose: int = 1,

@@ -16,7 +16,7 @@ Nothing here changes a weight except ``optimizer.apply_gradients`` and ``set_wei
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -171,25 +171,7 @@ class Sequential:
         return loss, logits
 
     # ------------------------------------------------------------------ training
-    def compile(self, optimizer: Adam | SGD | str = "adam", loss: BinaryCrossentropy | None = None,
-                metrics: Sequence[Any] = ("accuracy",)) -> None:
-        """Choose the optimizer, loss and metrics, as ``keras.Model.compile``."""
-        if optimizer == "adam":
-            optimizer = Adam()
-        if not isinstance(optimizer, (Adam, SGD)):
-            raise TypeError(f"optimizer must be npembed.optimizers.Adam, SGD or 'adam', got {optimizer!r}")
-        if loss in (None, "binary_crossentropy"):
-            loss = BinaryCrossentropy(from_logits=True)
-        if not isinstance(loss, BinaryCrossentropy):
-            raise TypeError(f"loss must be npembed.losses.BinaryCrossentropy(from_logits=True) or "
-                            f"'binary_crossentropy', got {loss!r}")
-        if metrics is None:
-            metrics = ()
-        elif isinstance(metrics, (str, metrics_module.BinaryAccuracy)):
-            metrics = (metrics,)
-        self.optimizer = optimizer
-        self.loss = loss
-        self.metrics = [metrics_module.get(m) for m in metrics]
+    compile = loop.compile            # optimizer, loss and metrics, as Keras's (loop.py)
 
     def train_step(self, ids, labels) -> tuple[float, np.ndarray]:
         """One Adam step on one batch: (the batch's loss before the step, its logits (B, 1))."""

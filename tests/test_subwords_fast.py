@@ -15,6 +15,7 @@ import pytest
 
 from npembed.datasets import subwords_fast
 from npembed.datasets.subwords import (UNDERSCORE_REPLACEMENT, SubwordEncoder, _prepare_tokens_for_encode,
+                                       build_from_token_counts,
                                        _token_counts, _Tokenizer)
 
 from conftest import GOLDEN_VOCAB, real_data_path
@@ -63,7 +64,7 @@ def test_every_min_count_gives_the_reference_subwords(name, max_subword_length):
     counts = _token_counts(CORPORA[name])
     fast = subwords_fast.FastBuilder(counts, max_subword_length)
     for min_count in (1, 2, 3, 5, 8, 20):
-        expected = SubwordEncoder._build_from_token_counts(counts, min_count, max_subword_length).subwords
+        expected = build_from_token_counts(counts, min_count, max_subword_length).subwords
         assert fast.build(min_count) == expected, min_count
 
 
@@ -205,7 +206,7 @@ def test_real_corpus_one_min_count_equals_the_reference(imdb):
     texts = [r.text for r in read_reviews(imdb.source)["train"]]
     counts = subwords_fast.token_counts(texts)
     assert counts == dict(_token_counts(texts))
-    expected = SubwordEncoder._build_from_token_counts(counts, 186, 20).subwords
+    expected = build_from_token_counts(counts, 186, 20).subwords
     assert subwords_fast.FastBuilder(counts).build(186) == expected == imdb.encoder.subwords
 
 

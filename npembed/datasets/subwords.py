@@ -178,7 +178,7 @@ class SubwordEncoder:
 
         def search(low: int, high: int) -> SubwordEncoder:
             candidate = (low + high) // 2
-            encoder = cls._build_from_token_counts(token_counts, candidate, max_subword_length)
+            encoder = build_from_token_counts(token_counts, candidate, max_subword_length)
             if progress:
                 progress(f"min_count={candidate}: vocab_size={encoder.vocab_size}")
             size = encoder.vocab_size
@@ -194,36 +194,40 @@ class SubwordEncoder:
 
         return search(max(min(token_counts.values()), 1), max(token_counts.values()))
 
-    @classmethod
-    def _build_from_token_counts(cls, token_counts: dict[str, int], min_token_count: int,
-                                 max_subword_length: int, num_iterations: int = 4) -> "SubwordEncoder":
-        subwords: list[str] = []
-        for _ in range(num_iterations):
-            encoder = cls(subwords)
-            subword_counts: dict[str, int] = collections.defaultdict(int)
-            for token, count in token_counts.items():
-                start = 0
-                for subword in encoder._token_to_subwords(token):
-                    last = min(len(token), start + max_subword_length)
-                    for end in range(start + 1, last + 1):
-                        subword_counts[token[start:end]] += count
-                    start += len(subword)
-            by_length: list[set[str]] = [set() for _ in range(max_subword_length + 1)]
-            for subword, count in subword_counts.items():
-                if count >= min_token_count and len(subword.encode("utf-8")) > 1:
-                    by_length[len(subword)].add(subword)
-            candidates = []
-            for length in reversed(range(max_subword_length + 1)):
-                for subword in by_length[length]:
-                    count = subword_counts[subword]
-                    if count < min_token_count:
-                        continue
-                    candidates.append((count, subword))
-                    for end in range(1, length):
-                        subword_counts[subword[:end]] -= count
-            candidates.sort(reverse=True)
-            subwords = [s for _, s in candidates]
-        return cls(subwords)
+
+def build_from_token_counts(token_counts: dict[str, int], min_token_count: int,
+                        max_subword_length: int, num_iterations: int = 4) -> SubwordEncoder:
+    """tfds's ``_build_from_token_counts``: ``num_iterations`` rounds of counting every substring
+    (up to ``max_subword_length`` characters) of each token's current split, keeping those seen
+    at least ``min_token_count`` times, longest first, each kept one's count taken from its
+    prefixes; the kept subwords, most frequent first, are the next round's vocabulary."""
+    subwords: list[str] = []
+    for _ in range(num_iterations):
+        encoder = SubwordEncoder(subwords)
+        subword_counts: dict[str, int] = collections.defaultdict(int)
+        for token, count in token_counts.items():
+            start = 0
+            for subword in encoder._token_to_subwords(token):
+                last = min(len(token), start + max_subword_length)
+                for end in range(start + 1, last + 1):
+                    subword_counts[token[start:end]] += count
+                start += len(subword)
+        by_length: list[set[str]] = [set() for _ in range(max_subword_length + 1)]
+        for subword, count in subword_counts.items():
+            if count >= min_token_count and len(subword.encode("utf-8")) > 1:
+                by_length[len(subword)].add(subword)
+        candidates = []
+        for length in reversed(range(max_subword_length + 1)):
+            for subword in by_length[length]:
+                count = subword_counts[subword]
+                if count < min_token_count:
+                    continue
+                candidates.append((count, subword))
+                for end in range(1, length):
+                    subword_counts[subword[:end]] -= count
+        candidates.sort(reverse=True)
+        subwords = [s for _, s in candidates]
+    return SubwordEncoder(subwords)
 
 
 class _Tokenizer:

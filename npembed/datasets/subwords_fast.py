@@ -321,7 +321,7 @@ class FastBuilder:
         self.first_counts = self._count(self._segment_starts(np.zeros(0, dtype=np.int64)))
 
     def build(self, min_token_count: int, num_iterations: int = 4) -> list[str]:
-        """The subwords of ``_build_from_token_counts(token_counts, min_token_count, ...)``:
+        """The subwords of ``subwords.build_from_token_counts(token_counts, min_token_count, ...)``:
         ``num_iterations`` rounds of split, count, select, each splitting by the last one's subwords."""
         return self._build(min_token_count, num_iterations)[1]
 
