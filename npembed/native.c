@@ -953,28 +953,39 @@ static PyObject *py_gather_ids(PyObject *self, PyObject *args)
  * without touching the table.  Returns the first out-of-range id seen (-1: none); the SGD
  * loop skips such an id, so the caller raises with the table untouched at that position. */
 #define MASKED_POOL(SUFFIX, ID_T, REAL)                                                        \
+/* total[j] = the sum in double, in position order, of table[row_ids[t]][j] over one review's   \
+ * masked-in positions; returns how many there were; an out-of-range id is skipped and put in   \
+ * *bad.  for_write: the caller will write the rows it reads (the SGD step). */                 \
+static inline int64_t masked_row_total_##SUFFIX(const ID_T *row_ids, const uint8_t *row_mask,  \
+                                                int64_t length, const REAL *table,             \
+                                                int64_t num_rows, int64_t dim, double *total,  \
+                                                int for_write, int64_t *bad)                   \
+{                                                                                              \
+    int64_t tokens = 0;                                                                        \
+    for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                          \
+    for (int64_t t = 0; t < length; t++) {                                                     \
+        if (t + PREFETCH_AHEAD < length && row_mask[t + PREFETCH_AHEAD]) {                     \
+            int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                              \
+            if (ahead >= 0 && ahead < num_rows) prefetch(table + ahead * dim, dim * sizeof(REAL), for_write); \
+        }                                                                                      \
+        if (!row_mask[t]) continue;                                                            \
+        const int64_t id = (int64_t)row_ids[t];                                                \
+        if (id < 0 || id >= num_rows) { *bad = id; continue; }                                 \
+        const REAL *restrict values = table + id * dim;                                        \
+        for (int64_t j = 0; j < dim; j++) total[j] += (double)values[j];                       \
+        tokens++;                                                                              \
+    }                                                                                          \
+    return tokens;                                                                             \
+}                                                                                              \
 static int64_t masked_sum_##SUFFIX(const ID_T *ids, const uint8_t *mask, int64_t batch,        \
                                    int64_t length, const REAL *table, int64_t num_rows,        \
                                    int64_t dim, REAL *out, int64_t *lengths, double *total)    \
 {                                                                                              \
     int64_t bad = -1;                                                                          \
     for (int64_t b = 0; b < batch; b++) {                                                      \
-        const ID_T *row_ids = ids + b * length;                                                \
-        const uint8_t *row_mask = mask + b * length;                                           \
-        int64_t tokens = 0;                                                                    \
-        for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                      \
-        for (int64_t t = 0; t < length; t++) {                                                 \
-            if (t + PREFETCH_AHEAD < length && row_mask[t + PREFETCH_AHEAD]) {                 \
-                int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                          \
-                if (ahead >= 0 && ahead < num_rows) prefetch(table + ahead * dim, dim * sizeof(REAL), 0); \
-            }                                                                                  \
-            if (!row_mask[t]) continue;                                                        \
-            const int64_t id = (int64_t)row_ids[t];                                            \
-            if (id < 0 || id >= num_rows) { bad = id; continue; }                              \
-            const REAL *restrict values = table + id * dim;                                    \
-            for (int64_t j = 0; j < dim; j++) total[j] += (double)values[j];                   \
-            tokens++;                                                                          \
-        }                                                                                      \
+        const int64_t tokens = masked_row_total_##SUFFIX(ids + b * length, mask + b * length,  \
+                                                         length, table, num_rows, dim, total,  \
+                                                         0, &bad);                             \
         lengths[b] = tokens;                                                                   \
         const double denominator = (double)(tokens > 0 ? tokens : 1);                          \
         for (int64_t j = 0; j < dim; j++) out[b * dim + j] = (REAL)(total[j] / denominator);   \
@@ -1074,20 +1085,8 @@ static int64_t review_sgd_##SUFFIX(const ID_T *ids, const uint8_t *mask, const R
     for (int64_t b = 0; b < batch; b++) {                                                      \
         const ID_T *row_ids = ids + b * length;                                                \
         const uint8_t *row_mask = mask + b * length;                                           \
-        int64_t n = 0;                                                                         \
-        for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                      \
-        for (int64_t t = 0; t < length; t++) {                                                 \
-            if (t + PREFETCH_AHEAD < length && row_mask[t + PREFETCH_AHEAD]) {                 \
-                int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                          \
-                if (ahead >= 0 && ahead < num_rows) prefetch(table + ahead * dim, dim * sizeof(REAL), 1); \
-            }                                                                                  \
-            if (!row_mask[t]) continue;                                                        \
-            const int64_t id = (int64_t)row_ids[t];                                            \
-            if (id < 0 || id >= num_rows) { bad = id; continue; }                              \
-            const REAL *restrict values = table + id * dim;                                    \
-            for (int64_t j = 0; j < dim; j++) total[j] += (double)values[j];                   \
-            n++;                                                                               \
-        }                                                                                      \
+        const int64_t n = masked_row_total_##SUFFIX(row_ids, row_mask, length, table, num_rows, \
+                                                    dim, total, 1, &bad);                      \
         if (n == 0) return -2;                                                                 \
         double z = 0.0;                                                                        \
         for (int64_t j = 0; j < dim; j++) {                                                    \
