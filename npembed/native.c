@@ -44,6 +44,16 @@ static inline void prefetch(const void *p, int64_t bytes, int for_write)
     }
 }
 
+/* Prefetch one row of Adam's weight, m and v (each dim values of `item` bytes, `offset` values
+ * into their tables), all three about to be written. */
+static inline void prefetch_adam_row(const void *w, const void *m, const void *v, int64_t offset,
+                                     int64_t dim, int64_t item)
+{
+    prefetch((const char *)w + offset * item, dim * item, 1);
+    prefetch((const char *)m + offset * item, dim * item, 1);
+    prefetch((const char *)v + offset * item, dim * item, 1);
+}
+
 static void release(Py_buffer *bufs, int n)
 {
     for (int i = 0; i < n; i++)
@@ -421,10 +431,7 @@ static void adam_lazy_rows_##SUFFIX(REAL *w, REAL *m, REAL *v, const int64_t *ro
 {                                                                                              \
     for (int64_t k = 0; k < n_rows; k++) {                                                     \
         if (k + PREFETCH_AHEAD < n_rows) {                                                     \
-            const int64_t ahead = rows[k + PREFETCH_AHEAD] * dim;                              \
-            prefetch(w + ahead, dim * sizeof(REAL), 1);                                        \
-            prefetch(m + ahead, dim * sizeof(REAL), 1);                                        \
-            prefetch(v + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch_adam_row(w, m, v, rows[k + PREFETCH_AHEAD] * dim, dim, sizeof(REAL));    \
         }                                                                                      \
         const int64_t r = rows[k];                                                             \
         adam_span_##SUFFIX(w + r * dim, m + r * dim, v + r * dim, g + k * dim, s + k * dim,    \
@@ -1202,10 +1209,7 @@ static int64_t pooled_lazy_adam_##SUFFIX(const ID_T *ids, const uint8_t *mask, i
     REAL *gk = tmp, *sk = tmp + dim;                                                           \
     for (int64_t k = 0; k < used; k++) {                                                       \
         if (bad == -1 && k + PREFETCH_AHEAD < used) {                                          \
-            const int64_t ahead = rows[k + PREFETCH_AHEAD] * dim;                              \
-            prefetch(w + ahead, dim * sizeof(REAL), 1);                                        \
-            prefetch(m + ahead, dim * sizeof(REAL), 1);                                        \
-            prefetch(v + ahead, dim * sizeof(REAL), 1);                                        \
+            prefetch_adam_row(w, m, v, rows[k + PREFETCH_AHEAD] * dim, dim, sizeof(REAL));    \
         }                                                                                      \
         const int64_t r = rows[k];                                                             \
         slot[r] = -1;                                                                          \

@@ -19,8 +19,9 @@ For a row r looked up k times, with slices s_1 .. s_k and summed gradient g_r = 
 - ``"keras3"``: ``S_r = sum_i s_i**2``.  Keras 3 on TensorFlow (``keras/src/optimizers/adam.py``)
   applies ``ops.square`` to the IndexedSlices, squaring each slice, and the following
   subtraction sums them.  Smaller than ``g_r**2`` when the slices agree (a subword repeated in
-  one review), far larger when they cancel (the padding row, summed over positive and negative
-  reviews).  It trains the tutorial's model visibly slower (README, docs/gradients.md).
+  one review, and, measured, the padding row: 1/230 to 1/500 of it), larger when they cancel.
+  Smaller S means larger steps; on the padding row they make Keras 3 train the tutorial's
+  model visibly slower (``benchmarks/adam_variants.py``, docs/gradients.md section 5).
 - ``"lazy"``: ``"keras2"``'s formula on the looked-up rows only (TF-Addons' LazyAdam, which runs
   on Keras 2's summed slices); the other rows' m, v and weights stay as they are.  Neither
   Keras's; its step cost does not grow with the vocabulary.
@@ -214,8 +215,9 @@ class SGD:
     """
 
     def __init__(self, learning_rate: float = 0.5, decay_steps: int | None = None, per_review: bool = False):
-        if not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"SGD learning_rate must be a finite number > 0, got {learning_rate!r}")
+        if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(learning_rate, (int, float, np.integer, np.floating)):
+            raise TypeError(f"SGD learning_rate must be a number, got {learning_rate!r}")
+        check_learning_rate(learning_rate)
         if decay_steps is not None and (isinstance(decay_steps, bool) or int(decay_steps) != decay_steps
                                         or decay_steps < 1):
             raise ValueError(f"SGD decay_steps must be an integer >= 1 or None, got {decay_steps!r}")
