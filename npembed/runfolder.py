@@ -51,6 +51,10 @@ def training_lock(out: Path, resume: bool) -> Iterator[Path]:
             _check_contents(out, resume)
             yield out
         except BaseException:
+            # An interruption (Ctrl-C, SIGTERM) can land between a temporary file's creation and
+            # the try that removes it (atomic._temporary_beside); we hold the lock, so every
+            # temporary here is ours: take them all back before letting go.
+            remove_stale_temporaries(out, any_writer=True)
             _undo_start(out, existed, lock_existed)
             raise
 
