@@ -4,7 +4,8 @@
 
 Each configuration trains ``Embedding(V + buckets, dim, mask_zero=True) -> average -> Dense(1)``
 (plus ``Dense(hidden, relu)`` when hidden > 0) with lazy Adam (or ``"optimizer": "sgd"``:
-fastText's per-review SGD, its rate decaying linearly to 0 over ``--max-epochs``) on the training reviews minus the
+fastText's per-review SGD, or ``"rowwise-adagrad"``, one step per review, each with its rate
+decaying linearly to 0 over ``--max-epochs`` unless ``"decay": false``) on the training reviews minus the
 2,500 held out (``datasets.holdout``, seed 0), evaluates the held-out reviews after every
 epoch, and stops once val_loss has not improved for one epoch.  One JSON line per configuration:
 its settings, every epoch's val_loss / val_accuracy / seconds, and the best epoch (lowest
@@ -40,8 +41,11 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
         from npembed.nb_init import nb_initialise
         nb_initialise(model, train)                   # the training reviews only
     batches = train.batches(settings["batch"], 1000, seed=0)
+    decay_steps = max_epochs * len(batches) if settings.get("decay", True) else None
     if settings.get("optimizer", "adam") == "sgd":     # fastText's: linear decay over max_epochs
-        optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=max_epochs * len(batches), per_review=True)
+        optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=decay_steps, per_review=True)
+    elif settings.get("optimizer") == "rowwise-adagrad":    # the same decay unless "decay": false
+        optimizer = npembed.optimizers.RowwiseAdagrad(settings["lr"], decay_steps=decay_steps)
     else:
         optimizer = npembed.optimizers.Adam(settings["lr"], variant="lazy")
     model.compile(optimizer=optimizer)

@@ -1,6 +1,7 @@
-"""Atomic save and load of everything a run needs to resume: weights, Adam state, progress.
+"""Atomic save and load of everything a run needs to resume: weights, optimizer state, progress.
 
-One ``.npz`` per checkpoint: the weights (Keras order), Adam's step count and moments, and a
+One ``.npz`` per checkpoint: the weights (Keras order), the optimizer's step count and state
+(Adam's moments ``m_i``/``v_i``, row-wise Adagrad's accumulators ``a_i``), and a
 JSON document with the epoch reached, the history so far, the run's config and any callback
 state (early stopping's best weights live in arrays beside it).  The batches' order needs no
 saved RNG state: epoch e's order is a pure function of (seed, e) (datasets.batching.Batches).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npembed.optimizers import SGD
+from npembed.optimizers import SGD, RowwiseAdagrad
 
 from npembed.atomic import atomic_save_npz
 from npembed.errors import DamagedFileError
@@ -37,6 +38,8 @@ def save_checkpoint(path: str | os.PathLike, model, state: dict, extra_arrays: d
     if optimizer is not None and optimizer.momentums:
         arrays.update({f"m_{i}": m for i, m in enumerate(optimizer.momentums)})
         arrays.update({f"v_{i}": v for i, v in enumerate(optimizer.velocities)})
+    if isinstance(optimizer, RowwiseAdagrad) and optimizer.accumulators:
+        arrays.update({f"a_{i}": a for i, a in enumerate(optimizer.accumulators)})
     for key, value in (extra_arrays or {}).items():
         arrays[f"extra_{key}"] = value
     document = {"format": FORMAT, "iterations": optimizer.iterations if optimizer else 0,
@@ -108,6 +111,14 @@ def load_checkpoint(path: str | os.PathLike, model) -> tuple[dict, dict]:
         if any(np.any(v < 0) for v in velocities):
             raise CheckpointError(f"{path}: an Adam second moment is negative: the file is damaged")
         optimizer_state = {"iterations": document["iterations"], "momentums": moments, "velocities": velocities}
+    elif isinstance(model.optimizer, RowwiseAdagrad) and "a_0" in arrays:
+        like = [np.empty(shape, dtype=w.dtype)
+                for shape, w in zip(RowwiseAdagrad.accumulator_shapes(model.weights), model.weights)]
+        accumulators = check_arrays(path, arrays, [f"a_{i}" for i in range(count)], like, "Adagrad accumulator")
+        if any(np.any(a < 0) for a in accumulators):
+            raise CheckpointError(f"{path}: an Adagrad accumulator is negative: the file is damaged")
+        optimizer_state = {"iterations": document["iterations"], "momentums": [], "velocities": [],
+                           "accumulators": accumulators}
     elif isinstance(model.optimizer, SGD):          # no moments: only its step count (its decay)
         optimizer_state = {"iterations": document["iterations"], "momentums": [], "velocities": []}
     model.set_weights(weights)

@@ -346,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="the fastText model instead of the tutorial's: each review's subwords plus "
                           "their hashed 2..N-grams, averaged (mask implied), then Dense(1); its "
                           f"defaults, chosen on the validation split: --buckets {ngram['buckets']} "
-                          f"--hidden-units {ngram['hidden_units']} --adam {ngram['adam_variant']} "
+                          f"--hidden-units {ngram['hidden_units']} --optimizer {ngram['optimizer']} "
                           f"--learning-rate {ngram['learning_rate']} --batch-size {ngram['batch_size']} "
                           f"--epochs {ngram['epochs']} --early-stopping {ngram['early_stopping']} "
                           "(README: Beyond the tutorial)")
@@ -358,9 +358,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--nb-init", action="store_true", default=None,
                      help="with --ngrams: start the model as the naive-Bayes classifier of the "
                           "training reviews (log-count ratios; npembed/nb_init.py)")
-    sub.add_argument("--optimizer", choices=["adam", "sgd"],
-                     help="default adam (see --adam); sgd: fastText's plain SGD, the rate decaying "
-                          "linearly to 0 over the run, no moments kept (npembed/optimizers.py)")
+    sub.add_argument("--optimizer", choices=["adam", "sgd", "rowwise-adagrad"],
+                     help="default adam (see --adam), with --ngrams rowwise-adagrad; with --ngrams, one "
+                          "step per review: rowwise-adagrad, Adagrad with one accumulator per embedding "
+                          "row; sgd, fastText's plain SGD, its rate decaying linearly to 0 over the run "
+                          "(npembed/optimizers.py)")
     sub.add_argument("--adam", dest="adam_variant", choices=[*Adam.VARIANTS, *Adam.ALIASES],
                      metavar="{" + ",".join(Adam.VARIANTS) + "}",
                      help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "

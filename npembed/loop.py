@@ -46,14 +46,15 @@ class History(Callback):
 
 def compile(model, optimizer="adam", loss=None, metrics: Sequence = ("accuracy",)) -> None:
     """Choose the optimizer, loss and metrics, as ``keras.Model.compile``: ``optimizer`` an
-    ``optimizers.Adam`` or ``SGD`` (or "adam"), ``loss`` the ``BinaryCrossentropy(from_logits=True)``
+    ``optimizers.Adam``, ``SGD`` or ``RowwiseAdagrad`` (or "adam"), ``loss`` the ``BinaryCrossentropy(from_logits=True)``
     (or "binary_crossentropy", the default), ``metrics`` names or metric objects."""
     from npembed.losses import BinaryCrossentropy
-    from npembed.optimizers import SGD, Adam
+    from npembed.optimizers import SGD, Adam, RowwiseAdagrad
     if optimizer == "adam":
         optimizer = Adam()
-    if not isinstance(optimizer, (Adam, SGD)):
-        raise TypeError(f"optimizer must be npembed.optimizers.Adam, SGD or 'adam', got {optimizer!r}")
+    if not isinstance(optimizer, (Adam, SGD, RowwiseAdagrad)):
+        raise TypeError("optimizer must be npembed.optimizers.Adam, SGD, RowwiseAdagrad or 'adam', "
+                        f"got {optimizer!r}")
     if loss in (None, "binary_crossentropy"):
         loss = BinaryCrossentropy(from_logits=True)
     if not isinstance(loss, BinaryCrossentropy):

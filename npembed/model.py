@@ -25,7 +25,7 @@ from npembed import metrics as metrics_module
 from npembed.checks import check_float_dtype, check_labels
 from npembed.layers import Embedding, Layer, fuse_pooled_embeddings
 from npembed.losses import BinaryCrossentropy
-from npembed.optimizers import SGD, Adam, Gradient
+from npembed.optimizers import SGD, Adam, Gradient, RowwiseAdagrad
 
 
 class NonFiniteLossError(ValueError):
@@ -64,7 +64,7 @@ class Sequential:
         self.name = name
         self.dtype = check_float_dtype(dtype)
         self.seed = seed
-        self.optimizer: Adam | SGD | None = None
+        self.optimizer: Adam | SGD | RowwiseAdagrad | None = None
         self.loss = BinaryCrossentropy(from_logits=True)
         self.metrics: list[metrics_module.BinaryAccuracy] = []
         self.stop_training = False
@@ -174,12 +174,13 @@ class Sequential:
     compile = loop.compile            # optimizer, loss and metrics, as Keras's (loop.py)
 
     def train_step(self, ids, labels) -> tuple[float, np.ndarray]:
-        """One Adam step on one batch: (the batch's loss before the step, its logits (B, 1))."""
+        """One optimizer step on one batch (one per review for a per-review optimizer): (the batch's
+        loss before the step, its logits (B, 1))."""
         if self.optimizer is None:
             raise RuntimeError("call model.compile(...) before training")
-        if getattr(self.optimizer, "per_review", False):      # fastText's step (per_review.py)
-            from npembed.per_review import review_sgd_step
-            return review_sgd_step(self, ids, labels)
+        if getattr(self.optimizer, "per_review", False):      # one step per review (per_review.py)
+            from npembed.per_review import review_step
+            return review_step(self, ids, labels)
         loss, logits = self._forward_backward(ids, labels)
         self.optimizer.apply_gradients(self.trainable_gradients(), self.weights)
         return loss, logits

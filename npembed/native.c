@@ -44,6 +44,15 @@ static inline void prefetch(const void *p, int64_t bytes, int for_write)
     }
 }
 
+/* One past the last masked-in position of a review's mask (0: none): padded batches pad each
+ * review to the longest in the batch, often several times its length, and the per-review
+ * steps need not walk that tail twice. */
+static inline int64_t masked_end(const uint8_t *row_mask, int64_t length)
+{
+    while (length > 0 && !row_mask[length - 1]) length--;
+    return length;
+}
+
 /* Prefetch one row of Adam's weight, m and v (each dim values of `item` bytes, `offset` values
  * into their tables), all three about to be written. */
 static inline void prefetch_adam_row(const void *w, const void *m, const void *v, int64_t offset,
@@ -962,24 +971,32 @@ static PyObject *py_gather_ids(PyObject *self, PyObject *args)
 #define MASKED_POOL(SUFFIX, ID_T, REAL)                                                        \
 /* total[j] = the sum in double, in position order, of table[row_ids[t]][j] over one review's   \
  * masked-in positions; returns how many there were; an out-of-range id is skipped and put in   \
- * *bad.  for_write: the caller will write the rows it reads (the SGD step). */                 \
+ * *bad.  for_write: the caller will write the rows it reads (the SGD step).  count: if given, \
+ * count[id] += 1 at each such position; per_row: if given, a per-row array (per_row_item bytes \
+ * a row) the caller will write next, prefetched with the rows (Adagrad's accumulators). */     \
 static inline int64_t masked_row_total_##SUFFIX(const ID_T *row_ids, const uint8_t *row_mask,  \
                                                 int64_t length, const REAL *table,             \
                                                 int64_t num_rows, int64_t dim, double *total,  \
-                                                int for_write, int64_t *bad)                   \
+                                                int for_write, int64_t *bad, int32_t *count,   \
+                                                const void *per_row, int64_t per_row_item)     \
 {                                                                                              \
     int64_t tokens = 0;                                                                        \
     for (int64_t j = 0; j < dim; j++) total[j] = 0.0;                                          \
     for (int64_t t = 0; t < length; t++) {                                                     \
         if (t + PREFETCH_AHEAD < length && row_mask[t + PREFETCH_AHEAD]) {                     \
             int64_t ahead = (int64_t)row_ids[t + PREFETCH_AHEAD];                              \
-            if (ahead >= 0 && ahead < num_rows) prefetch(table + ahead * dim, dim * sizeof(REAL), for_write); \
+            if (ahead >= 0 && ahead < num_rows) {                                              \
+                prefetch(table + ahead * dim, dim * sizeof(REAL), for_write);                  \
+                if (count) __builtin_prefetch(count + ahead, 1);                               \
+                if (per_row) __builtin_prefetch((const char *)per_row + ahead * per_row_item, 1); \
+            }                                                                                  \
         }                                                                                      \
         if (!row_mask[t]) continue;                                                            \
         const int64_t id = (int64_t)row_ids[t];                                                \
         if (id < 0 || id >= num_rows) { *bad = id; continue; }                                 \
         const REAL *restrict values = table + id * dim;                                        \
         for (int64_t j = 0; j < dim; j++) total[j] += (double)values[j];                       \
+        if (count) count[id]++;              /* how often the review holds each row */         \
         tokens++;                                                                              \
     }                                                                                          \
     return tokens;                                                                             \
@@ -992,7 +1009,7 @@ static int64_t masked_sum_##SUFFIX(const ID_T *ids, const uint8_t *mask, int64_t
     for (int64_t b = 0; b < batch; b++) {                                                      \
         const int64_t tokens = masked_row_total_##SUFFIX(ids + b * length, mask + b * length,  \
                                                          length, table, num_rows, dim, total,  \
-                                                         0, &bad);                             \
+                                                         0, &bad, NULL, NULL, 0);              \
         lengths[b] = tokens;                                                                   \
         const double denominator = (double)(tokens > 0 ? tokens : 1);                          \
         for (int64_t j = 0; j < dim; j++) out[b * dim + j] = (REAL)(total[j] / denominator);   \
@@ -1073,16 +1090,48 @@ static PyObject *py_masked_pool(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(bad);
 }
 
-/* ------------------------------------------------------------------ fastText's step, per review
+/* ------------------------------------------------------------------ one step per review
  * The model Embedding(mask) -> average -> Dense(1) with sigmoid cross-entropy, trained as
- * fastText trains it: one SGD step per review, in order, at rate lr (docs/gradients.md,
- * section 9).  For review b, its n masked-in positions t and label y:
- *     h = (1/n) sum_t E[ids[b, t]]    (double, rounded once)     z = h . k + c
+ * fastText trains it: one step per review, in order, at rate lr (docs/gradients.md, sections
+ * 9 and 11).  review_forward is the part every such step shares: for review b, its n
+ * masked-in positions t and label y,
+ *     h = (1/n) sum_t E[ids[b, t]]    (double, rounded once; left in total)     z = h . k + c
  *     loss_b = max(z, 0) - z y + log1p(exp(-|z|))                 e = sigmoid(z) - y
+ * and it returns n (0: no masked-in position).  With count, it also adds 1 to count[id] at
+ * each masked-in position (how often the review holds each row). */
+#define REVIEW_FORWARD(SUFFIX, ID_T, REAL, EXP, LOG1P)                                         \
+static inline int64_t review_forward_##SUFFIX(const ID_T *row_ids, const uint8_t *row_mask,    \
+        int64_t length, const REAL *table, int64_t num_rows, int64_t dim, const REAL *kernel,  \
+        const REAL *bias, REAL y, double *total, int64_t *bad, int32_t *count,                 \
+        const REAL *row_acc,                                                                   \
+        REAL *logit, REAL *loss, REAL *e)                                                      \
+{                                                                                              \
+    const int64_t n = masked_row_total_##SUFFIX(row_ids, row_mask, length, table, num_rows,    \
+                                                dim, total, 1, bad, count, row_acc,            \
+                                                sizeof(REAL));                                 \
+    if (n == 0) return 0;                                                                      \
+    double z = 0.0;                                                                            \
+    for (int64_t j = 0; j < dim; j++) {                                                        \
+        const REAL h = (REAL)(total[j] / (double)n);                                           \
+        total[j] = (double)h;                                                                  \
+        z += (double)h * (double)kernel[j];                                                    \
+    }                                                                                          \
+    const REAL out = (REAL)(z + (double)bias[0]);                                              \
+    *logit = out;                                                                              \
+    *loss = (out > 0 ? out : 0) - out * y + LOG1P(EXP(-(out > 0 ? out : -out)));               \
+    *e = (REAL)1 / ((REAL)1 + EXP(-out)) - y;                                                  \
+    return n;                                                                                  \
+}
+REVIEW_FORWARD(i32_f32, int32_t, float, expf, log1pf)
+REVIEW_FORWARD(i64_f32, int64_t, float, expf, log1pf)
+REVIEW_FORWARD(i32_f64, int32_t, double, exp, log1p)
+REVIEW_FORWARD(i64_f64, int64_t, double, exp, log1p)
+
+/* fastText's own step, plain SGD:
  *     dh = e k (the old k);  k -= lr e h;  c -= lr e;  E[ids[b, t]] -= lr dh / n at every t
  * logits[b] and losses[b] are those before review b's step.  Returns the first out-of-range
  * id (-1: none; such a position is skipped), or -2 for a review with no masked-in position. */
-#define REVIEW_SGD(SUFFIX, ID_T, REAL, EXP, LOG1P)                                             \
+#define REVIEW_SGD(SUFFIX, ID_T, REAL)                                                         \
 static int64_t review_sgd_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels,   \
                                    int64_t batch, int64_t length, REAL *table, int64_t num_rows, \
                                    int64_t dim, REAL *kernel, REAL *bias, REAL lr,             \
@@ -1092,26 +1141,19 @@ static int64_t review_sgd_##SUFFIX(const ID_T *ids, const uint8_t *mask, const R
     for (int64_t b = 0; b < batch; b++) {                                                      \
         const ID_T *row_ids = ids + b * length;                                                \
         const uint8_t *row_mask = mask + b * length;                                           \
-        const int64_t n = masked_row_total_##SUFFIX(row_ids, row_mask, length, table, num_rows, \
-                                                    dim, total, 1, &bad);                      \
+        const int64_t end = masked_end(row_mask, length);                                      \
+        REAL e;                                                                                \
+        const int64_t n = review_forward_##SUFFIX(row_ids, row_mask, end, table, num_rows,     \
+                                                  dim, kernel, bias, labels[b], total, &bad,   \
+                                                  NULL, NULL, logits + b, losses + b, &e);     \
         if (n == 0) return -2;                                                                 \
-        double z = 0.0;                                                                        \
-        for (int64_t j = 0; j < dim; j++) {                                                    \
-            const REAL h = (REAL)(total[j] / (double)n);                                       \
-            total[j] = (double)h;                                                              \
-            z += (double)h * (double)kernel[j];                                                \
-        }                                                                                      \
-        const REAL logit = (REAL)(z + (double)bias[0]), y = labels[b];                         \
-        logits[b] = logit;                                                                     \
-        losses[b] = (logit > 0 ? logit : 0) - logit * y + LOG1P(EXP(-(logit > 0 ? logit : -logit))); \
-        const REAL e = (REAL)1 / ((REAL)1 + EXP(-logit)) - y;                                  \
         const REAL scale = lr * e, per_row = scale / (REAL)n;                                  \
         for (int64_t j = 0; j < dim; j++) {                                                    \
             step[j] = per_row * kernel[j];                                                     \
             kernel[j] -= scale * (REAL)total[j];                                               \
         }                                                                                      \
         bias[0] -= scale;                                                                      \
-        for (int64_t t = 0; t < length; t++) {                                                 \
+        for (int64_t t = 0; t < end; t++) {                                                    \
             if (!row_mask[t]) continue;                                                        \
             const int64_t id = (int64_t)row_ids[t];                                            \
             if (id < 0 || id >= num_rows) continue;                                            \
@@ -1121,10 +1163,66 @@ static int64_t review_sgd_##SUFFIX(const ID_T *ids, const uint8_t *mask, const R
     }                                                                                          \
     return bad;                                                                                \
 }
-REVIEW_SGD(i32_f32, int32_t, float, expf, log1pf)
-REVIEW_SGD(i64_f32, int64_t, float, expf, log1pf)
-REVIEW_SGD(i32_f64, int32_t, double, exp, log1p)
-REVIEW_SGD(i64_f64, int64_t, double, exp, log1p)
+REVIEW_SGD(i32_f32, int32_t, float)
+REVIEW_SGD(i64_f32, int64_t, float)
+REVIEW_SGD(i32_f64, int32_t, double)
+REVIEW_SGD(i64_f64, int64_t, double)
+
+/* Row-wise Adagrad (one accumulator per embedding row; element-wise for the Dense layer),
+ * one step per review.  With u = e k / n (the old k) and c_r the number of positions of
+ * review b that hold row r:
+ *     g_k = e h:    A_k += g_k * g_k;                 k -= lr g_k / (sqrt(A_k) + eps)
+ *     g_c = e:      A_c += g_c * g_c;                 c -= lr g_c / (sqrt(A_c) + eps)
+ *     g_r = c_r u:  A_r += c_r^2 q,  q = mean_j u_j^2; E[r] -= lr g_r / (sqrt(A_r) + eps)
+ * each distinct row once, at its first position.  q is summed in double and rounded once;
+ * everything else is in the table's type.  count (num_rows,) int32 is all 0 on entry and on
+ * exit.  Returns as review_sgd. */
+#define REVIEW_ADAGRAD(SUFFIX, ID_T, REAL, SQRT)                                               \
+static int64_t review_adagrad_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels, \
+        int64_t batch, int64_t length, REAL *table, REAL *row_acc, int64_t num_rows,           \
+        int64_t dim, REAL *kernel, REAL *kernel_acc, REAL *bias, REAL *bias_acc, REAL lr,      \
+        REAL eps, int32_t *count, REAL *logits, REAL *losses, double *total, REAL *u)          \
+{                                                                                              \
+    int64_t bad = -1;                                                                          \
+    for (int64_t b = 0; b < batch; b++) {                                                      \
+        const ID_T *row_ids = ids + b * length;                                                \
+        const uint8_t *row_mask = mask + b * length;                                           \
+        const int64_t end = masked_end(row_mask, length);                                      \
+        REAL e;                                                                                \
+        const int64_t n = review_forward_##SUFFIX(row_ids, row_mask, end, table, num_rows,     \
+                                                  dim, kernel, bias, labels[b], total, &bad,   \
+                                                  count, row_acc, logits + b, losses + b, &e); \
+        if (n == 0) return -2;                                                                 \
+        const REAL per_row = e / (REAL)n;                                                      \
+        double squares = 0.0;                                                                  \
+        for (int64_t j = 0; j < dim; j++) {                                                    \
+            u[j] = per_row * kernel[j];                                                        \
+            squares += (double)u[j] * (double)u[j];                                            \
+            const REAL g = e * (REAL)total[j];                                                 \
+            kernel_acc[j] += g * g;                                                            \
+            kernel[j] -= lr * g / (SQRT(kernel_acc[j]) + eps);                                 \
+        }                                                                                      \
+        bias_acc[0] += e * e;                                                                  \
+        bias[0] -= lr * e / (SQRT(bias_acc[0]) + eps);                                         \
+        const REAL q = (REAL)(squares / (double)dim);                                          \
+        for (int64_t t = 0; t < end; t++) {                                                    \
+            if (!row_mask[t]) continue;                                                        \
+            const int64_t id = (int64_t)row_ids[t];                                            \
+            if (id < 0 || id >= num_rows || count[id] == 0) continue;                          \
+            const REAL c = (REAL)count[id];                                                    \
+            count[id] = 0;                          /* later positions of this row: done */    \
+            row_acc[id] += c * c * q;                                                          \
+            const REAL rate = lr / (SQRT(row_acc[id]) + eps);                                  \
+            REAL *restrict w = table + id * dim;                                               \
+            for (int64_t j = 0; j < dim; j++) w[j] -= rate * (c * u[j]);                       \
+        }                                                                                      \
+    }                                                                                          \
+    return bad;                                                                                \
+}
+REVIEW_ADAGRAD(i32_f32, int32_t, float, sqrtf)
+REVIEW_ADAGRAD(i64_f32, int64_t, float, sqrtf)
+REVIEW_ADAGRAD(i32_f64, int32_t, double, sqrt)
+REVIEW_ADAGRAD(i64_f64, int64_t, double, sqrt)
 
 /* review_sgd(ids, mask, labels, table, kernel, bias, logits, losses, batch, length, num_rows,
  *            dim, lr, id_itemsize, itemsize): returns as review_sgd_* above. */
@@ -1160,6 +1258,50 @@ static PyObject *py_review_sgd(PyObject *self, PyObject *args)
     free(total);
     free(step);
     release(b, 8);
+    if (!ok) return NULL;
+    return PyLong_FromLongLong(bad);
+}
+
+/* review_adagrad(ids, mask, labels, table, row_acc, kernel, kernel_acc, bias, bias_acc, count,
+ *                logits, losses, batch, length, num_rows, dim, lr, eps, id_itemsize, itemsize):
+ * returns as review_adagrad_* above. */
+static PyObject *py_review_adagrad(PyObject *self, PyObject *args)
+{
+    Py_buffer b[12] = {{0}};
+    Py_ssize_t batch, length, num_rows, dim, id_item, item;
+    double lr, eps;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*w*w*w*w*nnnnddnn", &b[0], &b[1], &b[2], &b[3], &b[4],
+                          &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &batch, &length, &num_rows,
+                          &dim, &lr, &eps, &id_item, &item))
+        return NULL;
+    int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0 && length >= 0;
+    if (!ok) PyErr_SetString(PyExc_ValueError, "review_adagrad: bad item size or shape");
+    ok = ok && need(&b[0], batch * length * id_item, "ids") && need(&b[1], batch * length, "mask")
+         && need(&b[2], batch * item, "labels") && need(&b[3], num_rows * dim * item, "table")
+         && need(&b[4], num_rows * item, "row_acc") && need(&b[5], dim * item, "kernel")
+         && need(&b[6], dim * item, "kernel_acc") && need(&b[7], item, "bias") && need(&b[8], item, "bias_acc")
+         && need(&b[9], num_rows * 4, "count") && need(&b[10], batch * item, "logits")
+         && need(&b[11], batch * item, "losses");
+    double *total = ok ? malloc(dim * sizeof(double)) : NULL;
+    void *u = ok ? malloc(dim * item) : NULL;
+    if (ok && (!total || !u)) { PyErr_NoMemory(); ok = 0; }
+    int64_t bad = -1;
+    if (ok) {
+        void *const *p = (void *const[]){b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, b[5].buf,
+                                         b[6].buf, b[7].buf, b[8].buf, b[9].buf, b[10].buf, b[11].buf};
+        Py_BEGIN_ALLOW_THREADS
+        if (item == 4) {
+            if (id_item == 4) bad = review_adagrad_i32_f32(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], (float)lr, (float)eps, p[9], p[10], p[11], total, u);
+            else bad = review_adagrad_i64_f32(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], (float)lr, (float)eps, p[9], p[10], p[11], total, u);
+        } else {
+            if (id_item == 4) bad = review_adagrad_i32_f64(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], lr, eps, p[9], p[10], p[11], total, u);
+            else bad = review_adagrad_i64_f64(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], lr, eps, p[9], p[10], p[11], total, u);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(total);
+    free(u);
+    release(b, 12);
     if (!ok) return NULL;
     return PyLong_FromLongLong(bad);
 }
@@ -1281,6 +1423,7 @@ static PyMethodDef methods[] = {
     {"masked_pool", py_masked_pool, METH_VARARGS, "Masked average pooling, or its SGD scatter."},
     {"pooled_lazy_adam", py_pooled_lazy_adam, METH_VARARGS, "Lazy Adam from the ids of a masked average."},
     {"review_sgd", py_review_sgd, METH_VARARGS, "fastText's SGD step, one review at a time."},
+    {"review_adagrad", py_review_adagrad, METH_VARARGS, "Row-wise Adagrad, one review at a time."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -44,6 +44,11 @@ to the weight's dtype.
 
 The four lines live once, in :func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast
 versions that the tests keep bit for bit equal to it.
+
+Two more optimizers serve the n-gram model (``npembed train --ngrams``), neither a Keras one:
+:class:`SGD`, fastText's plain SGD with its linearly decaying rate, and :class:`RowwiseAdagrad`,
+Adagrad with one accumulator per embedding row; both can take one step per review, in order,
+as fastText does (``npembed/per_review.py``).
 """
 from __future__ import annotations
 
@@ -76,6 +81,22 @@ class SparseRowGradient(Protocol):
 
 
 Gradient = Union[np.ndarray, SparseRowGradient]
+
+
+def check_decay_steps(name: str, decay_steps) -> None:
+    """ValueError unless ``decay_steps`` is None or an integer >= 1."""
+    if decay_steps is not None and (isinstance(decay_steps, (bool, np.bool_))
+                                    or not isinstance(decay_steps, (int, float, np.integer, np.floating))
+                                    or int(decay_steps) != decay_steps or decay_steps < 1):
+        raise ValueError(f"{name} decay_steps must be an integer >= 1 or None, got {decay_steps!r}")
+
+
+def linearly_decayed(learning_rate: float, iterations: int, decay_steps: int | None) -> float:
+    """fastText's schedule: ``learning_rate * max(0, 1 - iterations / decay_steps)``, or the
+    rate itself when decay_steps is None."""
+    if decay_steps is None:
+        return learning_rate
+    return learning_rate * max(0.0, 1.0 - iterations / decay_steps)
 
 
 def check_learning_rate(rate) -> None:
@@ -218,9 +239,7 @@ class SGD:
         if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(learning_rate, (int, float, np.integer, np.floating)):
             raise TypeError(f"SGD learning_rate must be a number, got {learning_rate!r}")
         check_learning_rate(learning_rate)
-        if decay_steps is not None and (isinstance(decay_steps, bool) or int(decay_steps) != decay_steps
-                                        or decay_steps < 1):
-            raise ValueError(f"SGD decay_steps must be an integer >= 1 or None, got {decay_steps!r}")
+        check_decay_steps("SGD", decay_steps)
         self.learning_rate = float(learning_rate)
         self.decay_steps = None if decay_steps is None else int(decay_steps)
         self.per_review = bool(per_review)
@@ -230,9 +249,7 @@ class SGD:
 
     def current_rate(self) -> float:
         """``lr_t`` for the coming step (module docstring of this class)."""
-        if self.decay_steps is None:
-            return self.learning_rate
-        return self.learning_rate * max(0.0, 1.0 - self.iterations / self.decay_steps)
+        return linearly_decayed(self.learning_rate, self.iterations, self.decay_steps)
 
     def apply_gradients(self, grads: Sequence[Gradient], weights: Sequence[np.ndarray]) -> None:
         """``w -= lr_t * g`` in place for every weight, then count the step."""
@@ -254,3 +271,67 @@ class SGD:
 
     def set_state(self, state: dict) -> None:
         self.iterations = int(state["iterations"])
+
+
+class RowwiseAdagrad:
+    """``RowwiseAdagrad(learning_rate=0.1, epsilon=1e-8, decay_steps=None)``: Adagrad with one
+    accumulator per embedding row, one step per review, for the n-gram model.
+
+    Adagrad (Duchi, Hazan & Singer 2011) divides each step by the root of the summed squares of
+    the gradients seen so far, so a rarely seen n-gram takes large steps and a subword seen in
+    every review small ones.  Row-wise Adagrad (Gupta et al. 2014; the optimizer of large
+    embedding tables in recommendation models, FBGEMM's ``EXACT_ROWWISE_ADAGRAD``) keeps one
+    accumulator per embedding row, the mean over its D entries, instead of one per entry: the
+    state is a (V,) vector beside the (V, D) table (4 bytes a row where Adam keeps 2 D floats).
+    At step ``t = iterations`` (one batch), with ``lr_t`` decayed as :class:`SGD`'s, for each
+    review b of the batch in order, its gradients g (docs/gradients.md sections 9 and 11)::
+
+        embedding row r:      A_r += mean_j g_rj**2     E[r] -= lr_t * g_r / (sqrt(A_r) + epsilon)
+        Dense kernel, bias:   A   += g**2 (per entry)   w    -= lr_t * g   / (sqrt(A)   + epsilon)
+
+    only the rows the review holds move (their A included); A starts at 0, so each row's first
+    step has length ``lr_t * sqrt(D)``, whatever the gradient's scale.  ``npembed/per_review.py``
+    runs it (``review_adagrad_reference``; the native kernel ``native.review_adagrad``).
+    ``accumulators`` holds A per weight, in the weights' order: (V,) for the embedding table,
+    the weight's own shape for the others.
+    """
+
+    per_review = True
+
+    def __init__(self, learning_rate: float = 0.1, epsilon: float = 1e-8, decay_steps: int | None = None):
+        for name, value in (("learning_rate", learning_rate), ("epsilon", epsilon)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"RowwiseAdagrad {name} must be a number, got {value!r}")
+        check_learning_rate(learning_rate)
+        if not 0 < epsilon < np.inf:
+            raise ValueError(f"RowwiseAdagrad epsilon must be > 0 and finite, got {epsilon!r}")
+        check_decay_steps("RowwiseAdagrad", decay_steps)
+        self.learning_rate = float(learning_rate)
+        self.epsilon = float(epsilon)
+        self.decay_steps = None if decay_steps is None else int(decay_steps)
+        self.iterations = 0
+        self.accumulators: list[np.ndarray] = []
+        self.momentums: list[np.ndarray] = []         # Adam's; none here
+        self.velocities: list[np.ndarray] = []
+
+    def current_rate(self) -> float:
+        """``lr_t`` for the coming step."""
+        return linearly_decayed(self.learning_rate, self.iterations, self.decay_steps)
+
+    @staticmethod
+    def accumulator_shapes(weights: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
+        """(V,) for the embedding table (the first weight), each other weight's own shape."""
+        return [(w.shape[0],) if i == 0 else w.shape for i, w in enumerate(weights)]
+
+    def build(self, weights: Sequence[np.ndarray]) -> None:
+        """Zero accumulators (``accumulator_shapes``), in each weight's dtype."""
+        self.accumulators = [np.zeros(shape, dtype=w.dtype)
+                             for shape, w in zip(self.accumulator_shapes(weights), weights)]
+
+    def get_state(self) -> dict:
+        return {"iterations": self.iterations, "momentums": [], "velocities": [],
+                "accumulators": [a.copy() for a in self.accumulators]}
+
+    def set_state(self, state: dict) -> None:
+        self.iterations = int(state["iterations"])
+        self.accumulators = [np.array(a) for a in state["accumulators"]]

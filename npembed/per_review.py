@@ -1,22 +1,25 @@
-"""fastText's training step: plain SGD one review at a time, for the n-gram model.
+"""One optimizer step per review, as fastText trains: plain SGD or row-wise Adagrad.
 
 fastText (``src/fasttext.cc``, ``FastText::supervised``; ``src/model.cc``, ``Model::update``)
-takes one SGD step per line: average the line's input rows, score, and move the output layer
-and every input row the line looked up, before it reads the next line.  For npembed's model
+takes one step per line: average the line's input rows, score, and move the output layer and
+every input row the line looked up, before it reads the next line.  For npembed's model
 ``Embedding(V, D, mask_zero=True) -> GlobalAveragePooling1D -> Dense(1)`` with sigmoid
-cross-entropy that step, on review b with its n masked-in positions and label y, is::
+cross-entropy, review b with its n masked-in positions, label y, and c_r positions holding row r
+has the gradients (docs/gradients.md sections 3, 8 and 9, at B = 1)::
 
     h = (1/n) sum_t E[x_t]          z = h . k + c          e = sigmoid(z) - y = dloss/dz
-    k -= lr e h      c -= lr e      E[x_t] -= lr e k_old / n   at each of the n positions
+    g_k = e h        g_c = e        g_r = c_r e k / n      (every row of the review: along k)
 
-which is exactly the framework's ``SGD`` step on a batch of one review (the gradients of
-docs/gradients.md sections 3 and 8 at B = 1; section 9 writes this out).  A batch of B reviews
-is B such steps in order, all at the rate ``optimizer.current_rate()`` of the batch.
+- ``optimizers.SGD(per_review=True)``, fastText's own: ``w -= lr g`` for each (section 9);
+- ``optimizers.RowwiseAdagrad``: ``A_r += mean_j g_rj**2``, ``E[r] -= lr g_r / (sqrt(A_r) + eps)``
+  per row, element-wise for k and c (section 11).
 
-``review_sgd_reference`` is that definition, through the framework's own forward and backward;
-the native kernel (``native.c``, ``review_sgd``) does the same arithmetic in one pass per review
-(float64 sums, rounded once) and is held to it by the tests.  Unlike a batch step it changes the
-weights as it goes, so a non-finite loss is reported after the batch, not before.
+A batch of B reviews is B such steps in order, all at the rate ``optimizer.current_rate()`` of
+the batch.  ``review_sgd_reference`` and ``review_adagrad_reference`` are those definitions,
+through the framework's own forward and backward; the native kernels (``native.c``,
+``review_sgd`` and ``review_adagrad``) do the same arithmetic in one pass per review (float64
+sums, rounded once) and are held to them by the tests.  Unlike a batch step they change the
+weights as they go, so a non-finite loss is reported after the batch, not before.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from npembed import kernels
 from npembed.checks import check_labels, check_token_ids
 from npembed.layers import Dense, PooledEmbedding
 from npembed.losses import BinaryCrossentropy
+from npembed.optimizers import RowwiseAdagrad
 
 
 def check_supported(model) -> None:
@@ -36,9 +40,19 @@ def check_supported(model) -> None:
           and isinstance(steps[1], Dense) and steps[1].units == 1 and steps[1].activation is None
           and isinstance(model.loss, BinaryCrossentropy))
     if not ok:
-        raise ValueError("per-review SGD (fastText's step) needs Embedding(mask_zero=True) -> "
-                         "GlobalAveragePooling1D -> Dense(1) with BinaryCrossentropy(from_logits=True), "
-                         f"fused; this model runs {[type(s).__name__ for s in steps]}")
+        raise ValueError(f"per-review {type(model.optimizer).__name__} (fastText's step) needs "
+                         "Embedding(mask_zero=True) -> GlobalAveragePooling1D -> Dense(1) with "
+                         "BinaryCrossentropy(from_logits=True), fused; this model runs "
+                         f"{[type(s).__name__ for s in steps]}")
+
+
+def _one_review(model, ids, labels, b):
+    """Forward and backward on review b alone: (logit, loss, its gradients as the optimizer takes them)."""
+    one_ids, one_label = ids[b:b + 1], labels[b:b + 1]
+    out = model.forward(one_ids)
+    logit, loss = out[0, 0], model.loss(one_label, out)
+    model.backward(model.loss.gradient(one_label, out))
+    return logit, loss, model.trainable_gradients()
 
 
 def review_sgd_reference(model, ids: np.ndarray, labels: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
@@ -46,33 +60,64 @@ def review_sgd_reference(model, ids: np.ndarray, labels: np.ndarray, rate: float
     review before its own step.  The definition the native kernel is tested against."""
     logits, losses = np.empty(len(ids), model.dtype), np.empty(len(ids), model.dtype)
     for b in range(len(ids)):
-        one_ids, one_label = ids[b:b + 1], labels[b:b + 1]
-        out = model.forward(one_ids)
-        logits[b], losses[b] = out[0, 0], model.loss(one_label, out)
-        model.backward(model.loss.gradient(one_label, out))
+        logits[b], losses[b], _ = _one_review(model, ids, labels, b)
         for weight, grad in zip(model.weights, model.gradients()):
             weight -= weight.dtype.type(rate) * grad
     return logits, losses
 
 
-def review_sgd_step(model, ids, labels) -> tuple[float, np.ndarray]:
-    """One batch of per-review SGD steps: (mean loss of the reviews before their steps, logits
-    (B, 1)); counts one optimizer step (the rate decays per batch)."""
+def review_adagrad_reference(model, ids: np.ndarray, labels: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """B framework steps of row-wise Adagrad at batch 1, in order (``optimizers.RowwiseAdagrad``
+    on the distinct rows of each review's gradient): (logits (B,), losses (B,)) before each
+    review's step.  The definition the native kernel is tested against."""
+    optimizer = model.optimizer
+    logits, losses = np.empty(len(ids), model.dtype), np.empty(len(ids), model.dtype)
+    for b in range(len(ids)):
+        logits[b], losses[b], grads = _one_review(model, ids, labels, b)
+        table, table_acc = model.weights[0], optimizer.accumulators[0]
+        lr, eps = table.dtype.type(rate), table.dtype.type(optimizer.epsilon)
+        rows, sums, _ = grads[0].row_sums()                  # distinct rows, their summed gradient
+        held = np.any(sums != 0, axis=1)                    # the padding row is listed with 0
+        rows, sums = rows[held], sums[held]
+        table_acc[rows] += np.mean(np.square(sums, dtype=np.float64), axis=1).astype(table.dtype)
+        table[rows] -= lr * sums / (np.sqrt(table_acc[rows]) + eps)[:, None]
+        for weight, acc, grad in zip(model.weights[1:], optimizer.accumulators[1:], grads[1:]):
+            acc += grad * grad
+            weight -= lr * grad / (np.sqrt(acc) + eps)
+    return logits, losses
+
+
+def review_step(model, ids, labels) -> tuple[float, np.ndarray]:
+    """One batch of per-review steps of ``model.optimizer`` (SGD or RowwiseAdagrad): (mean loss of
+    the reviews before their steps, logits (B, 1)); counts one optimizer step (the rate decays
+    per batch)."""
     check_supported(model)
     embedding, dense = model.steps
     ids = check_token_ids(ids, embedding.embedding.input_dim)
     labels = check_labels(labels, ids.shape[0]).astype(model.dtype).reshape(-1, 1)
-    rate = model.optimizer.current_rate()
+    optimizer = model.optimizer
+    adagrad = isinstance(optimizer, RowwiseAdagrad)
+    if adagrad and not optimizer.accumulators:
+        optimizer.build(model.weights)
+    rate = optimizer.current_rate()
     if kernels.backend() == "native":
         from npembed import native
-        logits, losses = native.review_sgd(ids, ids != 0, labels, embedding.params["embeddings"],
-                                           dense.params["kernel"], dense.params["bias"], rate)
+        table, kernel, bias = embedding.params["embeddings"], dense.params["kernel"], dense.params["bias"]
+        if adagrad:
+            table_acc, kernel_acc, bias_acc = optimizer.accumulators
+            logits, losses = native.review_adagrad(ids, ids != 0, labels, table, table_acc, kernel, kernel_acc,
+                                                   bias, bias_acc, rate, optimizer.epsilon)
+        else:
+            logits, losses = native.review_sgd(ids, ids != 0, labels, table, kernel, bias, rate)
+    elif adagrad:
+        logits, losses = review_adagrad_reference(model, ids, labels, rate)
     else:
         logits, losses = review_sgd_reference(model, ids, labels, rate)
-    model.optimizer.iterations += 1
+    optimizer.iterations += 1
     loss = float(np.mean(losses, dtype=np.float64))
     if not np.isfinite(loss):
         from npembed.model import NonFiniteLossError
-        raise NonFiniteLossError(f"the loss is {loss} on this batch: per-review SGD has diverged; "
-                                 "lower the learning rate")
+        raise NonFiniteLossError(f"the loss is {loss} on this batch: per-review "
+                                 f"{type(optimizer).__name__} has diverged; lower the learning rate")
     return loss, logits.reshape(-1, 1)
+

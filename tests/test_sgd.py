@@ -17,7 +17,7 @@ from npembed import kernels
 from npembed.gradcheck import numerical_gradient
 from npembed.layers import GlobalAveragePooling1D
 from npembed.optimizers import SGD
-from npembed.per_review import review_sgd_reference, review_sgd_step
+from npembed.per_review import review_sgd_reference, review_step
 from npembed.sparse import PooledSlices
 
 V, D = 40, 4
@@ -111,7 +111,7 @@ def test_one_review_step_is_minus_rate_times_the_finite_difference_gradient(kern
     one, label = ids[1:2], labels[1:2]                           # a review with padding
     m = model(lr=0.5)
     before = m.get_weights()
-    review_sgd_step(m, one, label)
+    review_step(m, one, label)
     probe = model()
     for weight_before, weight_after, live in zip(before, m.weights, probe.weights):
         numeric = numerical_gradient(lambda: probe.loss(label, probe.forward(one)), live)

@@ -1,0 +1,153 @@
+"""Row-wise Adagrad, one step per review (``optimizers.RowwiseAdagrad``, ``per_review.py``).
+
+What could be false: the kernel could give a row held twice by one review two updates (or
+add c * g**2 to its accumulator instead of (c * g)**2); it could use the updated Dense kernel
+for the rows' step; an accumulator could move for a row the review does not hold; the rate
+could decay at the wrong step; a checkpoint could lose the accumulators, so a resumed run
+would restart every row at full step.  Each is checked against a definition: the framework's
+own forward and backward (``review_adagrad_reference``), float64 finite differences of one
+review's loss, and an interrupted, resumed run on real reviews.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npembed
+from npembed.gradcheck import numerical_gradient
+from npembed.optimizers import RowwiseAdagrad
+from npembed.per_review import review_adagrad_reference, review_step
+
+from test_sgd import D, V, batch        # few ids: rows repeat within and across reviews; padding
+
+
+def model(dtype="float64", lr=0.3, decay_steps=None, seed=2):
+    m = npembed.tutorial_model(V, D, 0, mask_zero=True, seed=seed, dtype=dtype)
+    m.compile(optimizer=RowwiseAdagrad(lr, decay_steps=decay_steps))
+    return m
+
+
+def test_native_kernel_equals_batch_one_framework_steps(native_backend):
+    ids, labels = batch()
+    fast, slow = model(), model()
+    slow.optimizer.build(slow.weights)
+    for _ in range(3):                                     # later steps divide by grown accumulators
+        loss, logits = fast.train_step(ids, labels)
+        ref_logits, ref_losses = review_adagrad_reference(slow, ids, labels.reshape(-1, 1), 0.3)
+        np.testing.assert_allclose(logits[:, 0], ref_logits, rtol=1e-13)
+        assert loss == pytest.approx(ref_losses.mean(), rel=1e-13)
+    # float64, a few dozen operations per entry: agreement to ~100 ulps, far below any real error
+    for a, b in zip(fast.weights + fast.optimizer.accumulators, slow.weights + slow.optimizer.accumulators):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert fast.optimizer.iterations == 3
+
+
+def test_float32_kernel_stays_close_to_float64(native_backend):
+    ids, labels = batch(dtype=np.int32)
+    f32, f64 = model("float32"), model("float64")
+    for _ in range(3):
+        f32.train_step(ids, labels)
+        f64.train_step(ids, labels)
+    for a, b in zip(f32.weights, f64.weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_first_step_is_the_finite_difference_gradient_over_its_root_mean_square(kernel_backend):
+    """docs/gradients.md section 11: from A = 0, a held row r moves by lr * g_r / (rms(g_r) + eps)
+    (its summed gradient: a row held twice moves once, by its doubled gradient), each Dense entry
+    by lr * g / (|g| + eps), about lr * sign(g); nothing else moves, only the held rows' A grow."""
+    ids, labels = batch()
+    one, label = ids[1:2].copy(), labels[1:2]
+    one[0, 2] = one[0, 0]                                        # a row held twice, beside padding
+    m = model(lr=0.5)
+    before = m.get_weights()
+    review_step(m, one, label)
+    probe = model()
+    grads = [numerical_gradient(lambda: probe.loss(label, probe.forward(one)), w) for w in probe.weights]
+    held = np.unique(one[one != 0])
+    table_step = (before[0] - m.weights[0]) / 0.5
+    rms = np.sqrt(np.mean(grads[0][held] ** 2, axis=1))
+    eps = m.optimizer.epsilon
+    np.testing.assert_allclose(table_step[held], grads[0][held] / (rms[:, None] + eps), rtol=1e-6)
+    assert not np.any(np.delete(table_step, held, axis=0))
+    np.testing.assert_allclose(m.optimizer.accumulators[0][held], rms ** 2, rtol=1e-6)
+    assert not np.any(np.delete(m.optimizer.accumulators[0], held))
+    for weight_before, weight_after, grad in zip(before[1:], m.weights[1:], grads[1:]):
+        np.testing.assert_allclose((weight_before - weight_after) / 0.5, grad / (np.abs(grad) + eps), rtol=1e-6)
+
+
+def test_rate_decays_per_batch(native_backend):
+    ids, labels = batch()
+    m = model(lr=0.4, decay_steps=2)
+    assert m.optimizer.current_rate() == 0.4
+    m.train_step(ids, labels)
+    assert m.optimizer.current_rate() == pytest.approx(0.2)
+    m.train_step(ids, labels)
+    frozen = m.get_weights()
+    m.train_step(ids, labels)                                    # rate 0 now: nothing moves
+    for a, b in zip(frozen, m.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_refuses_other_models_bad_ids_and_bad_options(native_backend):
+    ids, labels = batch()
+    hidden = npembed.tutorial_model(V, D, 3, mask_zero=True, seed=0)
+    hidden.compile(optimizer=RowwiseAdagrad(0.1))
+    with pytest.raises(ValueError, match="per-review RowwiseAdagrad"):
+        hidden.train_step(ids, labels)
+    empty = ids.copy()
+    empty[2] = 0
+    with pytest.raises(ValueError, match="no token"):
+        model().train_step(empty, labels)
+    outside = ids.copy()
+    outside[3, 0] = V
+    untouched = model()
+    with pytest.raises(ValueError, match="out of range"):
+        untouched.train_step(outside, labels)
+    for a, b in zip(untouched.weights, model().weights):        # checked before any review moved
+        np.testing.assert_array_equal(a, b)
+    for bad in (dict(learning_rate=0.0), dict(learning_rate=0.1, epsilon=0.0),
+                dict(learning_rate=0.1, decay_steps=0), dict(learning_rate=0.1, epsilon=float("inf"))):
+        with pytest.raises(ValueError):
+            RowwiseAdagrad(**bad)
+    with pytest.raises(TypeError):
+        RowwiseAdagrad("0.1")
+
+
+def test_options_are_checked():
+    from npembed.config import TrainConfig
+    from npembed.errors import UsageError
+    with pytest.raises(UsageError, match="--optimizer rowwise-adagrad .* --ngrams N"):
+        TrainConfig(optimizer="rowwise-adagrad").validate()
+    with pytest.raises(UsageError, match="--hidden-units 0"):
+        TrainConfig.for_ngrams(optimizer="rowwise-adagrad", hidden_units=4).validate()
+    TrainConfig.for_ngrams(optimizer="rowwise-adagrad").validate()
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_and_accumulators(imdb, tmp_path):
+    """--optimizer rowwise-adagrad end to end on real reviews: a run killed mid-epoch and
+    resumed from its checkpoint ends bit for bit where an uninterrupted one does, which it
+    could not if the checkpoint dropped the accumulators or the step count."""
+    from npembed.checkpoint import load_checkpoint, save_checkpoint, CheckpointError
+    from npembed.config import TrainConfig, build_model
+    from npembed.training import train
+    from test_training import InterruptAt
+    config = TrainConfig.for_ngrams(ngrams=2, buckets=50_000, epochs=2, steps_per_epoch=40,
+                                    validation_reviews=500, optimizer="rowwise-adagrad", learning_rate=0.2)
+    whole = train(config, tmp_path / "whole", data=imdb, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", data=imdb, progress=False, extra_callbacks=[InterruptAt(1, 15)])
+    resumed = train(None, tmp_path / "cut", data=imdb, resume=True, progress=False)
+    assert resumed["test_accuracy"] == whole["test_accuracy"] and 0.55 < whole["test_accuracy"] < 1
+    with np.load(tmp_path / "whole" / "weights.npz") as a, np.load(tmp_path / "cut" / "weights.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    restored = build_model(config, 8185, steps_per_epoch=40)
+    load_checkpoint(tmp_path / "whole" / "checkpoint.npz", restored)
+    table_acc = restored.optimizer.accumulators[0]
+    assert restored.optimizer.iterations == 80 and table_acc.shape == (8185 + 50_000,)
+    assert 0 < np.count_nonzero(table_acc) < table_acc.size      # only the rows the reviews held
+    restored.optimizer.accumulators[0][5] = -1.0
+    save_checkpoint(tmp_path / "bad.npz", restored, {"epoch": 1, "iterations": 80, "history": {}})
+    with pytest.raises(CheckpointError, match="accumulator is negative"):
+        load_checkpoint(tmp_path / "bad.npz", build_model(config, 8185, steps_per_epoch=40))
