@@ -35,6 +35,9 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
         vocab = data.encoder.vocab_size
         train = load_ngram_split(data.train, settings["ngrams"], settings["buckets"], vocab, data.cache_folder)
     train, validation = holdout(train, VALIDATION_REVIEWS, VALIDATION_SEED)
+    if settings.get("binary"):                         # each id once per review (ngrams.distinct_per_review)
+        from npembed.datasets.ngrams import distinct_per_review
+        train, validation = distinct_per_review(train), distinct_per_review(validation)
     model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
                                    mask_zero=True, seed=0)
     if settings.get("nb_init"):

@@ -353,7 +353,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--buckets", type=int, help=f"with --ngrams: rows for the hashed n-grams "
                      f"(default {ngram['buckets']:,})")
     sub.add_argument("--validation-reviews", type=int, help="with --ngrams: train reviews held out "
-                     f"(seed 0) for validation and early stopping (default {ngram['validation_reviews']}); "
+                     f"(seed 0) for validation and early stopping (default {ngram['validation_reviews']}; 0: "
+                     "train on all of them for --epochs, e.g. the epochs a validated run chose); "
                      "the test set is evaluated once, at the end")
     sub.add_argument("--nb-init", action="store_true", default=None,
                      help="with --ngrams: start the model as the naive-Bayes classifier of the "

@@ -46,7 +46,8 @@ class TrainConfig:
     # two options below are unused.  See NGRAM_DEFAULTS and datasets/ngrams.py.
     ngrams: int = 0                  # tokens plus their hashed 2..N-grams
     buckets: int = 2_000_000         # table rows for the hashed n-grams, after the vocabulary
-    validation_reviews: int = 2500   # held out of the train reviews (seed 0) to validate on
+    validation_reviews: int = 2500   # held out of the train reviews (seed 0) to validate on; 0:
+                                     # train on all of them, no validation (a refit for chosen --epochs)
 
     def __post_init__(self):
         # runs started before the variants were named by their Keras say "keras" or "textbook"
@@ -57,8 +58,13 @@ class TrainConfig:
 
     @classmethod
     def for_ngrams(cls, **options) -> "TrainConfig":
-        """The n-gram model's configuration: NGRAM_DEFAULTS, then ``options``."""
-        return cls(**{**NGRAM_DEFAULTS, **options})
+        """The n-gram model's configuration: NGRAM_DEFAULTS, then ``options``.  With
+        ``validation_reviews=0`` (train on every train review, for a number of epochs chosen
+        before) early stopping is off unless asked for, which validate() then refuses."""
+        defaults = dict(NGRAM_DEFAULTS)
+        if options.get("validation_reviews") == 0:
+            defaults["early_stopping"] = 0
+        return cls(**{**defaults, **options})
 
     def table_rows(self, vocab_size: int) -> int:
         """The embedding's rows: the vocabulary, plus the n-gram buckets when ngrams > 1."""
@@ -84,7 +90,11 @@ class TrainConfig:
         if self.ngrams:
             from npembed.datasets.ngrams import check_ngram_options
             check_ngram_options(self.ngrams, self.buckets, vocab_size)
-            _check_int("validation_reviews", self.validation_reviews, 1, 24_999)
+            _check_int("validation_reviews", self.validation_reviews, 0, 24_999)
+            if self.validation_reviews == 0 and self.early_stopping:
+                raise UsageError("--early-stopping needs validation reviews to watch: with "
+                                 "--validation-reviews 0 give --epochs (the count a run with "
+                                 "validation chose) and no --early-stopping")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.nb_init and not (self.ngrams and self.hidden_units == 0):

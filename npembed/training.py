@@ -109,8 +109,11 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     if not resume or _saved_epochs(out) != config.epochs:
         write_run_start(out, config, dataset.encoder)
 
-    val_batches = val_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed + 1)
-    train_batches.next_epoch = val_batches.next_epoch = initial_epoch
+    val_batches = None if val_split is None else val_split.batches(config.batch_size, config.shuffle_buffer,
+                                                                   seed=config.seed + 1)
+    train_batches.next_epoch = initial_epoch
+    if val_batches is not None:
+        val_batches.next_epoch = initial_epoch
     callbacks = [*([early] if early else []), _Checkpointer(out, history, early),
                  *([_ProgressBar(steps, config.epochs)] if progress else []), *extra_callbacks]
     start = time.perf_counter()
@@ -142,8 +145,9 @@ def run_splits(config: TrainConfig, dataset, progress: bool = False):
     The tutorial's model validates on the test split, as the tutorial does.  The n-gram model
     (``config.ngrams``) is fitted and chosen without the test set: its validation split is
     ``config.validation_reviews`` train reviews held out with seed 0 (``datasets.holdout``),
-    it trains on the rest, and the test split is evaluated once, after training.  Its reviews
-    carry their hashed n-grams (``datasets.ngrams``, cached).
+    it trains on the rest, and the test split is evaluated once, after training
+    (``validation_reviews`` 0: it trains on all of them, validation None).  Its reviews carry
+    their hashed n-grams (``datasets.ngrams``, cached).
     """
     if not config.ngrams:
         return dataset.train, dataset.test, dataset.test
@@ -154,6 +158,8 @@ def run_splits(config: TrainConfig, dataset, progress: bool = False):
     _say(progress, f"adding hashed {config.ngrams}-grams ({config.buckets:,} buckets; cached after the first run)")
     train, test = (load_ngram_split(split, config.ngrams, config.buckets, vocab, folder)
                    for split in (dataset.train, dataset.test))
+    if config.validation_reviews == 0:               # a refit on every train review: no validation
+        return train, None, test
     train, validation = holdout(train, config.validation_reviews, VALIDATION_SEED)
     return train, validation, test
 

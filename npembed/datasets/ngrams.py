@@ -94,6 +94,23 @@ def ngram_split(split: EncodedSplit, n: int, buckets: int, vocab_size: int) -> E
     return EncodedSplit(split.name, out, new_offsets, split.labels, split.keys)
 
 
+def distinct_per_review(split: EncodedSplit) -> EncodedSplit:
+    """``split`` with each review's repeated ids dropped: every id once, at its first position.
+
+    The bag of features becomes a set (Wang & Manning's binarised features): a review's average
+    is then over its distinct tokens and n-grams.  ids (T,) -> (T',) in the same order, T' <= T;
+    offsets renumbered; labels and keys unchanged.  One sort of (review, id) keys, no loop.
+    """
+    lengths = split.lengths
+    review = np.repeat(np.arange(len(split), dtype=np.int64), lengths)
+    key = review * np.int64(int(split.ids.max(initial=0)) + 1) + split.ids
+    _, first = np.unique(key, return_index=True)
+    first.sort()                                                   # back to position order
+    kept = np.bincount(review[first], minlength=len(split))
+    offsets = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
+    return EncodedSplit(split.name, split.ids[first], offsets, split.labels, split.keys)
+
+
 class NgramCache(Cache):
     """The cached n-gram splits of one encoded-data cache folder, for one (n, buckets)."""
 
