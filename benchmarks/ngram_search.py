@@ -10,6 +10,9 @@ decaying linearly to 0 over ``--max-epochs`` unless ``"decay": false``) on the t
 epoch, and stops once val_loss has not improved for one epoch.  One JSON line per configuration:
 its settings, every epoch's val_loss / val_accuracy / seconds, and the best epoch (lowest
 val_loss), whose val_accuracy ranks the configuration.  The test split is not loaded.
+Optional settings: ``"seed"`` (the model's initialisation and the batches' order, default 0),
+``"train_reviews"`` (train on that many of the 22,500, drawn with seed 1), ``"binary"`` (each
+id once per review), ``"tokens": "words"``, ``"decay"``, ``"patience"``, ``"nb_init"``.
 """
 from __future__ import annotations
 
@@ -35,15 +38,19 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
         vocab = data.encoder.vocab_size
         train = load_ngram_split(data.train, settings["ngrams"], settings["buckets"], vocab, data.cache_folder)
     train, validation = holdout(train, VALIDATION_REVIEWS, VALIDATION_SEED)
+    if settings.get("train_reviews"):                  # fewer training reviews (seeded): what more data is worth
+        from npembed.datasets.holdout import subset
+        keep = np.random.default_rng(1).choice(len(train), settings["train_reviews"], replace=False)
+        train = subset(train, np.sort(keep), train.name)
     if settings.get("binary"):                         # each id once per review (ngrams.distinct_per_review)
         from npembed.datasets.ngrams import distinct_per_review
         train, validation = distinct_per_review(train), distinct_per_review(validation)
     model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
-                                   mask_zero=True, seed=0)
+                                   mask_zero=True, seed=settings.get("seed", 0))
     if settings.get("nb_init"):
         from npembed.nb_init import nb_initialise
         nb_initialise(model, train)                   # the training reviews only
-    batches = train.batches(settings["batch"], 1000, seed=0)
+    batches = train.batches(settings["batch"], 1000, seed=settings.get("seed", 0))
     decay_steps = max_epochs * len(batches) if settings.get("decay", True) else None
     if settings.get("optimizer", "adam") == "sgd":     # fastText's: linear decay over max_epochs
         optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=decay_steps, per_review=True)

@@ -268,13 +268,15 @@ class _Checkpointer(Callback):
 
 class _ProgressBar(Callback):
     """A tqdm bar per epoch (steps, time per step, running loss and accuracy), then a
-    Keras-like summary line."""
+    Keras-like summary line: the epoch's seconds (validation and checkpoint included), the
+    training steps' seconds and their time per step."""
 
     def __init__(self, steps: int, epochs: int):
         self.steps, self.epochs = steps, epochs
         self.bar = None
 
     def on_epoch_begin(self, epoch):
+        self.start = self.trained = time.perf_counter()
         try:
             from tqdm import tqdm
         except ImportError:
@@ -283,21 +285,22 @@ class _ProgressBar(Callback):
         self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="step",
                         file=sys.stderr, leave=False, mininterval=0.5,
                         disable=None)           # no bar when stderr is not a terminal
-        self.start = time.perf_counter()
 
     def on_train_batch_end(self, step, logs):
+        self.trained = time.perf_counter()
         if self.bar is not None:
             self.bar.update(1)
             if step % 50 == 0:
                 self.bar.set_postfix(loss=f"{logs['loss']:.4f}", accuracy=f"{logs['accuracy']:.4f}")
 
     def on_epoch_end(self, epoch, logs):
-        elapsed = time.perf_counter() - self.start if self.bar is not None else float("nan")
+        now = time.perf_counter()
+        elapsed, training = now - self.start, self.trained - self.start
         if self.bar is not None:
             self.bar.close()
         summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-        print(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.1f}s "
-              f"({1000 * elapsed / self.steps:.2f} ms/step) - {summary}", flush=True)
+        print(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.1f}s (training {training:.2f}s, "
+              f"{1000 * training / self.steps:.2f} ms/step) - {summary}", flush=True)
 
 
 def _say(enabled: bool, message: str) -> None:

@@ -100,12 +100,33 @@ def test_ngram_config_defaults_and_table():
 @pytest.mark.parametrize("options, message", [
     (dict(ngrams=2, buckets=-3), "--buckets must be an integer >= 1"),
     (dict(ngrams=7), "--ngrams must be an integer from 1"),
-    (dict(ngrams=2, validation_reviews=0), "--validation-reviews must be an integer"),
+    (dict(ngrams=2, validation_reviews=-1), "--validation-reviews must be an integer"),
+    (dict(ngrams=2, validation_reviews=25_000), "--validation-reviews must be an integer"),
     (dict(ngrams=2, buckets=2 ** 31), "fit int32"),
 ])
 def test_bad_ngram_options_are_usage_errors(options, message):
     with pytest.raises(UsageError, match=message):
         TrainConfig.for_ngrams(**options).validate()
+
+
+def test_validation_reviews_zero_is_a_refit_without_early_stopping():
+    config = TrainConfig.for_ngrams(validation_reviews=0, epochs=2)
+    assert config.early_stopping == 0
+    config.validate()
+    with pytest.raises(UsageError, match="--early-stopping needs validation reviews"):
+        TrainConfig.for_ngrams(validation_reviews=0, early_stopping=1).validate()
+
+
+def test_refit_run_trains_on_every_train_review_and_tests_once(imdb, tmp_path):
+    import json
+    from npembed.training import run_splits, train
+    config = TrainConfig.for_ngrams(buckets=50_000, epochs=1, steps_per_epoch=100, validation_reviews=0)
+    train_split, validation, test = run_splits(config, imdb)
+    assert (len(train_split), validation, len(test)) == (25_000, None, 25_000)
+    results = train(config, tmp_path / "run", data=imdb, progress=False)
+    assert results["test_reviews"] == 25_000 and 0.6 < results["test_accuracy"] < 1
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert set(history) == {"loss", "accuracy"}                 # nothing to validate on
 
 
 def test_cli_bad_ngram_option_is_one_line(capsys, monkeypatch, tmp_path):

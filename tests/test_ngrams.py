@@ -6,7 +6,8 @@ import pytest
 
 from npembed.datasets.batching import EncodedSplit
 from npembed.datasets.holdout import holdout, subset
-from npembed.datasets.ngrams import (MULTIPLIER, load_ngram_split, ngram_hashes, ngram_split)
+from npembed.datasets.ngrams import (MULTIPLIER, distinct_per_review, load_ngram_split, ngram_hashes,
+                                     ngram_split)
 from npembed.errors import NpembedError
 
 V = 50
@@ -122,3 +123,20 @@ def test_subset_keeps_order():
     split = toy_split()
     part = subset(split, np.array([1, 3]), "x")
     assert part.review(0).tolist() == split.review(1).tolist() and part.review(1).tolist() == split.review(3).tolist()
+
+
+def test_distinct_per_review_keeps_each_id_once_at_its_first_position():
+    """Binarised features (tried in the search): per review, the ids of the first occurrences in
+    order; an id repeated across reviews stays in each; an empty review stays empty."""
+    rng = np.random.default_rng(3)
+    lengths = np.array([7, 0, 1, 12, 5])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = rng.integers(1, 6, int(offsets[-1])).astype(np.int32)
+    split = EncodedSplit("train", ids, offsets, np.array([1, 0, 1, 0, 1]), np.arange(5).astype(str))
+    distinct = distinct_per_review(split)
+    for b in range(len(split)):
+        review = list(split.review(b))
+        expected = [x for i, x in enumerate(review) if x not in review[:i]]
+        assert list(distinct.review(b)) == expected
+    np.testing.assert_array_equal(distinct.labels, split.labels)
+    assert distinct.ids.dtype == split.ids.dtype and distinct.lengths[1] == 0
