@@ -104,28 +104,47 @@ def load_checkpoint(path: str | os.PathLike, model) -> tuple[dict, dict]:
     _check_progress(path, document)
     count = len(model.weights)
     weights = check_arrays(path, arrays, [f"weight_{i}" for i in range(count)], model.weights, "weight")
-    optimizer_state = None
-    if model.optimizer is not None and "m_0" in arrays:
-        moments = check_arrays(path, arrays, [f"m_{i}" for i in range(count)], model.weights, "Adam moment")
-        velocities = check_arrays(path, arrays, [f"v_{i}" for i in range(count)], model.weights, "Adam moment")
-        if any(np.any(v < 0) for v in velocities):
-            raise CheckpointError(f"{path}: an Adam second moment is negative: the file is damaged")
-        optimizer_state = {"iterations": document["iterations"], "momentums": moments, "velocities": velocities}
-    elif isinstance(model.optimizer, RowwiseAdagrad) and "a_0" in arrays:
-        like = [np.empty(shape, dtype=w.dtype)
-                for shape, w in zip(RowwiseAdagrad.accumulator_shapes(model.weights), model.weights)]
-        accumulators = check_arrays(path, arrays, [f"a_{i}" for i in range(count)], like, "Adagrad accumulator")
-        if any(np.any(a < 0) for a in accumulators):
-            raise CheckpointError(f"{path}: an Adagrad accumulator is negative: the file is damaged")
-        optimizer_state = {"iterations": document["iterations"], "momentums": [], "velocities": [],
-                           "accumulators": accumulators}
-    elif isinstance(model.optimizer, SGD):          # no moments: only its step count (its decay)
-        optimizer_state = {"iterations": document["iterations"], "momentums": [], "velocities": []}
+    optimizer_state = _optimizer_state(path, arrays, document, model)
     model.set_weights(weights)
     if optimizer_state is not None:
         model.optimizer.set_state(optimizer_state)
     extra = {key[len("extra_"):]: value for key, value in arrays.items() if key.startswith("extra_")}
     return document, extra
+
+
+def _optimizer_state(path, arrays: dict, document: dict, model) -> dict | None:
+    """The checked state of ``model.optimizer`` from the file (None: nothing to restore), or
+    CheckpointError when the file's state belongs to another optimizer or is missing."""
+    optimizer, count = model.optimizer, len(model.weights)
+    written = "Adam" if "m_0" in arrays else "RowwiseAdagrad" if "a_0" in arrays else None
+    if optimizer is None:
+        return None
+    mine = type(optimizer).__name__
+    if written is not None and written != mine:
+        raise CheckpointError(f"{path} holds the state of {written}, this model trains with {mine}: "
+                              "was it written with another --optimizer?")
+    iterations = document["iterations"]
+    if isinstance(optimizer, RowwiseAdagrad):
+        if written is None:
+            if iterations > 0:
+                raise CheckpointError(f"{path} has no Adagrad accumulators after {iterations} steps: "
+                                      "it is damaged")
+            return None
+        like = [np.empty(shape, dtype=w.dtype)
+                for shape, w in zip(RowwiseAdagrad.accumulator_shapes(model.weights), model.weights)]
+        accumulators = check_arrays(path, arrays, [f"a_{i}" for i in range(count)], like, "Adagrad accumulator")
+        if any(np.any(a < 0) for a in accumulators):
+            raise CheckpointError(f"{path}: an Adagrad accumulator is negative: the file is damaged")
+        return {"iterations": iterations, "momentums": [], "velocities": [], "accumulators": accumulators}
+    if isinstance(optimizer, SGD):                  # no moments: only its step count (its decay)
+        return {"iterations": iterations, "momentums": [], "velocities": []}
+    if written is None:
+        return None
+    moments = check_arrays(path, arrays, [f"m_{i}" for i in range(count)], model.weights, "Adam moment")
+    velocities = check_arrays(path, arrays, [f"v_{i}" for i in range(count)], model.weights, "Adam moment")
+    if any(np.any(v < 0) for v in velocities):
+        raise CheckpointError(f"{path}: an Adam second moment is negative: the file is damaged")
+    return {"iterations": iterations, "momentums": moments, "velocities": velocities}
 
 
 def _check_progress(path, document: dict) -> None:

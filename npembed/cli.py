@@ -298,7 +298,7 @@ def path_arg(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from npembed.config import NGRAM_DEFAULTS, TrainConfig
+    from npembed.config import NGRAM_DEFAULTS, NGRAM_RATES, TrainConfig
     from npembed.optimizers import Adam
     parser = argparse.ArgumentParser(prog="npembed", description=(
         "The TensorFlow word-embeddings tutorial, by hand in NumPy. Data: --data PATH or "
@@ -347,7 +347,8 @@ def _parser() -> argparse.ArgumentParser:
                           "their hashed 2..N-grams, averaged (mask implied), then Dense(1); its "
                           f"defaults, chosen on the validation split: --buckets {ngram['buckets']} "
                           f"--hidden-units {ngram['hidden_units']} --optimizer {ngram['optimizer']} "
-                          f"--learning-rate {ngram['learning_rate']} --batch-size {ngram['batch_size']} "
+                          f"--learning-rate {ngram['learning_rate']} (adam {NGRAM_RATES['adam']}, sgd "
+                          f"{NGRAM_RATES['sgd']}; with --hidden-units, adam) --batch-size {ngram['batch_size']} "
                           f"--epochs {ngram['epochs']} --early-stopping {ngram['early_stopping']} "
                           "(README: Beyond the tutorial)")
     sub.add_argument("--buckets", type=int, help=f"with --ngrams: rows for the hashed n-grams "

@@ -58,12 +58,18 @@ class TrainConfig:
 
     @classmethod
     def for_ngrams(cls, **options) -> "TrainConfig":
-        """The n-gram model's configuration: NGRAM_DEFAULTS, then ``options``.  With
+        """The n-gram model's configuration: NGRAM_DEFAULTS, then ``options``.  The learning rate,
+        when not given, is the one chosen for the optimizer (NGRAM_RATES); a hidden layer
+        without an optimizer given trains with Adam.  With
         ``validation_reviews=0`` (train on every train review, for a number of epochs chosen
         before) early stopping is off unless asked for, which validate() then refuses."""
         defaults = dict(NGRAM_DEFAULTS)
         if options.get("validation_reviews") == 0:
             defaults["early_stopping"] = 0
+        if options.get("hidden_units") and "optimizer" not in options:
+            defaults["optimizer"] = "adam"           # the per-review optimizers have no hidden layer
+        defaults["learning_rate"] = NGRAM_RATES.get(options.get("optimizer", defaults["optimizer"]),
+                                                    defaults["learning_rate"])
         return cls(**{**defaults, **options})
 
     def table_rows(self, vocab_size: int) -> int:
@@ -164,6 +170,11 @@ def _physical_memory() -> int | None:
 NGRAM_DEFAULTS = dict(ngrams=2, buckets=2_000_000, embedding_dim=16, hidden_units=0, mask=True,
                       optimizer="rowwise-adagrad", learning_rate=0.1, batch_size=32, epochs=5,
                       early_stopping=1, adam_variant="lazy", validation_steps=None, validation_reviews=2500)
+
+
+# The learning rate each optimizer's search chose on the validation split (README): lazy Adam
+# 0.01 (trigrams), fastText's SGD 1 (over 5 epochs), row-wise Adagrad 0.1.
+NGRAM_RATES = {"rowwise-adagrad": 0.1, "adam": 0.01, "sgd": 1.0}
 
 
 OPTIMIZERS = ("adam", "sgd", "rowwise-adagrad")

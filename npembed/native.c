@@ -1127,61 +1127,75 @@ REVIEW_FORWARD(i64_f32, int64_t, float, expf, log1pf)
 REVIEW_FORWARD(i32_f64, int32_t, double, exp, log1p)
 REVIEW_FORWARD(i64_f64, int64_t, double, exp, log1p)
 
-/* fastText's own step, plain SGD:
+/* The two per-review optimizers, each the update of one review after review_forward; logits[b]
+ * and losses[b] are those before review b's step.
+ *
+ * Plain SGD, fastText's own step:
  *     dh = e k (the old k);  k -= lr e h;  c -= lr e;  E[ids[b, t]] -= lr dh / n at every t
- * logits[b] and losses[b] are those before review b's step.  Returns the first out-of-range
- * id (-1: none; such a position is skipped), or -2 for a review with no masked-in position. */
-#define REVIEW_SGD(SUFFIX, ID_T, REAL)                                                         \
-static int64_t review_sgd_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels,   \
-                                   int64_t batch, int64_t length, REAL *table, int64_t num_rows, \
-                                   int64_t dim, REAL *kernel, REAL *bias, REAL lr,             \
-                                   REAL *logits, REAL *losses, double *total, REAL *step)      \
-{                                                                                              \
-    int64_t bad = -1;                                                                          \
-    for (int64_t b = 0; b < batch; b++) {                                                      \
-        const ID_T *row_ids = ids + b * length;                                                \
-        const uint8_t *row_mask = mask + b * length;                                           \
-        const int64_t end = masked_end(row_mask, length);                                      \
-        REAL e;                                                                                \
-        const int64_t n = review_forward_##SUFFIX(row_ids, row_mask, end, table, num_rows,     \
-                                                  dim, kernel, bias, labels[b], total, &bad,   \
-                                                  NULL, NULL, logits + b, losses + b, &e);     \
-        if (n == 0) return -2;                                                                 \
-        const REAL scale = lr * e, per_row = scale / (REAL)n;                                  \
-        for (int64_t j = 0; j < dim; j++) {                                                    \
-            step[j] = per_row * kernel[j];                                                     \
-            kernel[j] -= scale * (REAL)total[j];                                               \
-        }                                                                                      \
-        bias[0] -= scale;                                                                      \
-        for (int64_t t = 0; t < end; t++) {                                                    \
-            if (!row_mask[t]) continue;                                                        \
-            const int64_t id = (int64_t)row_ids[t];                                            \
-            if (id < 0 || id >= num_rows) continue;                                            \
-            REAL *restrict w = table + id * dim;                                               \
-            for (int64_t j = 0; j < dim; j++) w[j] -= step[j];                                 \
-        }                                                                                      \
-    }                                                                                          \
-    return bad;                                                                                \
-}
-REVIEW_SGD(i32_f32, int32_t, float)
-REVIEW_SGD(i64_f32, int64_t, float)
-REVIEW_SGD(i32_f64, int32_t, double)
-REVIEW_SGD(i64_f64, int64_t, double)
-
-/* Row-wise Adagrad (one accumulator per embedding row; element-wise for the Dense layer),
- * one step per review.  With u = e k / n (the old k) and c_r the number of positions of
- * review b that hold row r:
+ *
+ * Row-wise Adagrad (one accumulator per embedding row; element-wise for the Dense layer).  With
+ * u = e k / n (the old k) and c_r the number of positions of review b that hold row r:
  *     g_k = e h:    A_k += g_k * g_k;                 k -= lr g_k / (sqrt(A_k) + eps)
  *     g_c = e:      A_c += g_c * g_c;                 c -= lr g_c / (sqrt(A_c) + eps)
  *     g_r = c_r u:  A_r += c_r^2 q,  q = mean_j u_j^2; E[r] -= lr g_r / (sqrt(A_r) + eps)
  * each distinct row once, at its first position.  q is summed in double and rounded once;
- * everything else is in the table's type.  count (num_rows,) int32 is all 0 on entry and on
- * exit.  Returns as review_sgd. */
-#define REVIEW_ADAGRAD(SUFFIX, ID_T, REAL, SQRT)                                               \
-static int64_t review_adagrad_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels, \
-        int64_t batch, int64_t length, REAL *table, REAL *row_acc, int64_t num_rows,           \
-        int64_t dim, REAL *kernel, REAL *kernel_acc, REAL *bias, REAL *bias_acc, REAL lr,      \
-        REAL eps, int32_t *count, REAL *logits, REAL *losses, double *total, REAL *u)          \
+ * everything else is in the table's type.  count (num_rows,) int32 (review_forward's counts) is
+ * all 0 on entry and on exit. */
+#define REVIEW_UPDATES(SUFFIX, ID_T, REAL, SQRT)                                               \
+static inline void sgd_update_##SUFFIX(const ID_T *row_ids, const uint8_t *row_mask,           \
+        int64_t end, REAL *table, int64_t num_rows, int64_t dim, REAL *kernel, REAL *bias,     \
+        REAL lr, REAL e, int64_t n, const double *h, REAL *step)                               \
+{                                                                                              \
+    const REAL scale = lr * e, per_row = scale / (REAL)n;                                      \
+    for (int64_t j = 0; j < dim; j++) {                                                        \
+        step[j] = per_row * kernel[j];                                                         \
+        kernel[j] -= scale * (REAL)h[j];                                                       \
+    }                                                                                          \
+    bias[0] -= scale;                                                                          \
+    for (int64_t t = 0; t < end; t++) {                                                        \
+        if (!row_mask[t]) continue;                                                            \
+        const int64_t id = (int64_t)row_ids[t];                                                \
+        if (id < 0 || id >= num_rows) continue;                                                \
+        REAL *restrict w = table + id * dim;                                                   \
+        for (int64_t j = 0; j < dim; j++) w[j] -= step[j];                                     \
+    }                                                                                          \
+}                                                                                              \
+static inline void adagrad_update_##SUFFIX(const ID_T *row_ids, const uint8_t *row_mask,       \
+        int64_t end, REAL *table, int64_t num_rows, int64_t dim, REAL *kernel, REAL *bias,     \
+        REAL lr, REAL e, int64_t n, const double *h, REAL *u, REAL *row_acc,                   \
+        REAL *kernel_acc, REAL *bias_acc, REAL eps, int32_t *count)                            \
+{                                                                                              \
+    const REAL per_row = e / (REAL)n;                                                          \
+    double squares = 0.0;                                                                      \
+    for (int64_t j = 0; j < dim; j++) {                                                        \
+        u[j] = per_row * kernel[j];                                                            \
+        squares += (double)u[j] * (double)u[j];                                                \
+        const REAL g = e * (REAL)h[j];                                                         \
+        kernel_acc[j] += g * g;                                                                \
+        kernel[j] -= lr * g / (SQRT(kernel_acc[j]) + eps);                                     \
+    }                                                                                          \
+    bias_acc[0] += e * e;                                                                      \
+    bias[0] -= lr * e / (SQRT(bias_acc[0]) + eps);                                             \
+    const REAL q = (REAL)(squares / (double)dim);                                              \
+    for (int64_t t = 0; t < end; t++) {                                                        \
+        if (!row_mask[t]) continue;                                                            \
+        const int64_t id = (int64_t)row_ids[t];                                                \
+        if (id < 0 || id >= num_rows || count[id] == 0) continue;                              \
+        const REAL c = (REAL)count[id];                                                        \
+        count[id] = 0;                              /* later positions of this row: done */    \
+        row_acc[id] += c * c * q;                                                              \
+        const REAL rate = lr / (SQRT(row_acc[id]) + eps);                                      \
+        REAL *restrict w = table + id * dim;                                                   \
+        for (int64_t j = 0; j < dim; j++) w[j] -= rate * (c * u[j]);                           \
+    }                                                                                          \
+}                                                                                              \
+/* B reviews in order, each forward then its step: Adagrad when row_acc is given, else SGD.    \
+ * Returns the first out-of-range id (-1: none; such a position is skipped), or -2 for a       \
+ * review with no masked-in position (the callers refuse negative ids first). */               \
+static int64_t review_steps_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels, \
+        int64_t batch, int64_t length, REAL *table, int64_t num_rows, int64_t dim, REAL *kernel, \
+        REAL *bias, REAL lr, REAL *logits, REAL *losses, double *total, REAL *u,               \
+        REAL *row_acc, REAL *kernel_acc, REAL *bias_acc, REAL eps, int32_t *count)             \
 {                                                                                              \
     int64_t bad = -1;                                                                          \
     for (int64_t b = 0; b < batch; b++) {                                                      \
@@ -1191,111 +1205,65 @@ static int64_t review_adagrad_##SUFFIX(const ID_T *ids, const uint8_t *mask, con
         REAL e;                                                                                \
         const int64_t n = review_forward_##SUFFIX(row_ids, row_mask, end, table, num_rows,     \
                                                   dim, kernel, bias, labels[b], total, &bad,   \
-                                                  count, row_acc, logits + b, losses + b, &e); \
+                                                  row_acc ? count : NULL, row_acc,             \
+                                                  logits + b, losses + b, &e);                 \
         if (n == 0) return -2;                                                                 \
-        const REAL per_row = e / (REAL)n;                                                      \
-        double squares = 0.0;                                                                  \
-        for (int64_t j = 0; j < dim; j++) {                                                    \
-            u[j] = per_row * kernel[j];                                                        \
-            squares += (double)u[j] * (double)u[j];                                            \
-            const REAL g = e * (REAL)total[j];                                                 \
-            kernel_acc[j] += g * g;                                                            \
-            kernel[j] -= lr * g / (SQRT(kernel_acc[j]) + eps);                                 \
-        }                                                                                      \
-        bias_acc[0] += e * e;                                                                  \
-        bias[0] -= lr * e / (SQRT(bias_acc[0]) + eps);                                         \
-        const REAL q = (REAL)(squares / (double)dim);                                          \
-        for (int64_t t = 0; t < end; t++) {                                                    \
-            if (!row_mask[t]) continue;                                                        \
-            const int64_t id = (int64_t)row_ids[t];                                            \
-            if (id < 0 || id >= num_rows || count[id] == 0) continue;                          \
-            const REAL c = (REAL)count[id];                                                    \
-            count[id] = 0;                          /* later positions of this row: done */    \
-            row_acc[id] += c * c * q;                                                          \
-            const REAL rate = lr / (SQRT(row_acc[id]) + eps);                                  \
-            REAL *restrict w = table + id * dim;                                               \
-            for (int64_t j = 0; j < dim; j++) w[j] -= rate * (c * u[j]);                       \
-        }                                                                                      \
+        if (row_acc)                                                                           \
+            adagrad_update_##SUFFIX(row_ids, row_mask, end, table, num_rows, dim, kernel, bias, \
+                                    lr, e, n, total, u, row_acc, kernel_acc, bias_acc, eps, count); \
+        else                                                                                   \
+            sgd_update_##SUFFIX(row_ids, row_mask, end, table, num_rows, dim, kernel, bias, lr, \
+                                e, n, total, u);                                               \
     }                                                                                          \
     return bad;                                                                                \
 }
-REVIEW_ADAGRAD(i32_f32, int32_t, float, sqrtf)
-REVIEW_ADAGRAD(i64_f32, int64_t, float, sqrtf)
-REVIEW_ADAGRAD(i32_f64, int32_t, double, sqrt)
-REVIEW_ADAGRAD(i64_f64, int64_t, double, sqrt)
+REVIEW_UPDATES(i32_f32, int32_t, float, sqrtf)
+REVIEW_UPDATES(i64_f32, int64_t, float, sqrtf)
+REVIEW_UPDATES(i32_f64, int32_t, double, sqrt)
+REVIEW_UPDATES(i64_f64, int64_t, double, sqrt)
 
-/* review_sgd(ids, mask, labels, table, kernel, bias, logits, losses, batch, length, num_rows,
- *            dim, lr, id_itemsize, itemsize): returns as review_sgd_* above. */
-static PyObject *py_review_sgd(PyObject *self, PyObject *args)
+/* review_steps(ids, mask, labels, table, kernel, bias, logits, losses, row_acc, kernel_acc,
+ *              bias_acc, count, batch, length, num_rows, dim, lr, eps, id_itemsize, itemsize):
+ * row_acc, kernel_acc, bias_acc and count all None for SGD, all buffers for row-wise Adagrad;
+ * returns as review_steps_* above. */
+static PyObject *py_review_steps(PyObject *self, PyObject *args)
 {
-    Py_buffer b[8] = {{0}};
+    Py_buffer b[12] = {{0}};
+    PyObject *state[4];
     Py_ssize_t batch, length, num_rows, dim, id_item, item;
-    double lr;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*nnnndnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-                          &b[6], &b[7], &batch, &length, &num_rows, &dim, &lr, &id_item, &item))
+    double lr, eps;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*OOOOnnnnddnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &state[0], &state[1], &state[2], &state[3], &batch, &length,
+                          &num_rows, &dim, &lr, &eps, &id_item, &item))
         return NULL;
+    const int adagrad = state[0] != Py_None;
     int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0 && length >= 0;
-    if (!ok) PyErr_SetString(PyExc_ValueError, "review_sgd: bad item size or shape");
+    for (int k = 0; k < 4; k++) ok = ok && ((state[k] != Py_None) == adagrad);
+    if (!ok) PyErr_SetString(PyExc_ValueError, "review_steps: bad item size, shape or optimizer state");
     ok = ok && need(&b[0], batch * length * id_item, "ids") && need(&b[1], batch * length, "mask")
          && need(&b[2], batch * item, "labels") && need(&b[3], num_rows * dim * item, "table")
          && need(&b[4], dim * item, "kernel") && need(&b[5], item, "bias")
          && need(&b[6], batch * item, "logits") && need(&b[7], batch * item, "losses");
-    double *total = ok ? malloc(dim * sizeof(double)) : NULL;
-    void *step = ok ? malloc(dim * item) : NULL;
-    if (ok && (!total || !step)) { PyErr_NoMemory(); ok = 0; }
-    int64_t bad = -1;
-    if (ok) {
-        Py_BEGIN_ALLOW_THREADS
-        if (item == 4) {
-            if (id_item == 4) bad = review_sgd_i32_f32(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, (float)lr, b[6].buf, b[7].buf, total, step);
-            else bad = review_sgd_i64_f32(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, (float)lr, b[6].buf, b[7].buf, total, step);
-        } else {
-            if (id_item == 4) bad = review_sgd_i32_f64(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, lr, b[6].buf, b[7].buf, total, step);
-            else bad = review_sgd_i64_f64(b[0].buf, b[1].buf, b[2].buf, batch, length, b[3].buf, num_rows, dim, b[4].buf, b[5].buf, lr, b[6].buf, b[7].buf, total, step);
-        }
-        Py_END_ALLOW_THREADS
-    }
-    free(total);
-    free(step);
-    release(b, 8);
-    if (!ok) return NULL;
-    return PyLong_FromLongLong(bad);
-}
-
-/* review_adagrad(ids, mask, labels, table, row_acc, kernel, kernel_acc, bias, bias_acc, count,
- *                logits, losses, batch, length, num_rows, dim, lr, eps, id_itemsize, itemsize):
- * returns as review_adagrad_* above. */
-static PyObject *py_review_adagrad(PyObject *self, PyObject *args)
-{
-    Py_buffer b[12] = {{0}};
-    Py_ssize_t batch, length, num_rows, dim, id_item, item;
-    double lr, eps;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*w*w*w*w*nnnnddnn", &b[0], &b[1], &b[2], &b[3], &b[4],
-                          &b[5], &b[6], &b[7], &b[8], &b[9], &b[10], &b[11], &batch, &length, &num_rows,
-                          &dim, &lr, &eps, &id_item, &item))
-        return NULL;
-    int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0 && length >= 0;
-    if (!ok) PyErr_SetString(PyExc_ValueError, "review_adagrad: bad item size or shape");
-    ok = ok && need(&b[0], batch * length * id_item, "ids") && need(&b[1], batch * length, "mask")
-         && need(&b[2], batch * item, "labels") && need(&b[3], num_rows * dim * item, "table")
-         && need(&b[4], num_rows * item, "row_acc") && need(&b[5], dim * item, "kernel")
-         && need(&b[6], dim * item, "kernel_acc") && need(&b[7], item, "bias") && need(&b[8], item, "bias_acc")
-         && need(&b[9], num_rows * 4, "count") && need(&b[10], batch * item, "logits")
-         && need(&b[11], batch * item, "losses");
+    const Py_ssize_t state_bytes[4] = {num_rows * item, dim * item, item, num_rows * 4};
+    const char *state_names[4] = {"row_acc", "kernel_acc", "bias_acc", "count"};
+    for (int k = 0; k < 4 && ok && adagrad; k++)
+        ok = PyObject_GetBuffer(state[k], &b[8 + k], PyBUF_WRITABLE) == 0
+             && need(&b[8 + k], state_bytes[k], state_names[k]);
     double *total = ok ? malloc(dim * sizeof(double)) : NULL;
     void *u = ok ? malloc(dim * item) : NULL;
     if (ok && (!total || !u)) { PyErr_NoMemory(); ok = 0; }
     int64_t bad = -1;
     if (ok) {
-        void *const *p = (void *const[]){b[0].buf, b[1].buf, b[2].buf, b[3].buf, b[4].buf, b[5].buf,
-                                         b[6].buf, b[7].buf, b[8].buf, b[9].buf, b[10].buf, b[11].buf};
+        void *p[12];
+        for (int k = 0; k < 12; k++) p[k] = b[k].buf;     /* NULL for SGD's absent state */
         Py_BEGIN_ALLOW_THREADS
         if (item == 4) {
-            if (id_item == 4) bad = review_adagrad_i32_f32(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], (float)lr, (float)eps, p[9], p[10], p[11], total, u);
-            else bad = review_adagrad_i64_f32(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], (float)lr, (float)eps, p[9], p[10], p[11], total, u);
+            float a = (float)lr, e = (float)eps;
+            if (id_item == 4) bad = review_steps_i32_f32(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], a, p[6], p[7], total, u, p[8], p[9], p[10], e, p[11]);
+            else bad = review_steps_i64_f32(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], a, p[6], p[7], total, u, p[8], p[9], p[10], e, p[11]);
         } else {
-            if (id_item == 4) bad = review_adagrad_i32_f64(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], lr, eps, p[9], p[10], p[11], total, u);
-            else bad = review_adagrad_i64_f64(p[0], p[1], p[2], batch, length, p[3], p[4], num_rows, dim, p[5], p[6], p[7], p[8], lr, eps, p[9], p[10], p[11], total, u);
+            if (id_item == 4) bad = review_steps_i32_f64(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], lr, p[6], p[7], total, u, p[8], p[9], p[10], eps, p[11]);
+            else bad = review_steps_i64_f64(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], lr, p[6], p[7], total, u, p[8], p[9], p[10], eps, p[11]);
         }
         Py_END_ALLOW_THREADS
     }
@@ -1305,6 +1273,7 @@ static PyObject *py_review_adagrad(PyObject *self, PyObject *args)
     if (!ok) return NULL;
     return PyLong_FromLongLong(bad);
 }
+
 
 /* ------------------------------------------------------------------ lazy Adam from the ids
  * Lazy Adam on the pooled embedding's gradient straight from the ids (the n-gram model): no
@@ -1422,8 +1391,7 @@ static PyMethodDef methods[] = {
     {"gather_ids", py_gather_ids, METH_VARARGS, "Every token occurrence's ids, text by text."},
     {"masked_pool", py_masked_pool, METH_VARARGS, "Masked average pooling, or its SGD scatter."},
     {"pooled_lazy_adam", py_pooled_lazy_adam, METH_VARARGS, "Lazy Adam from the ids of a masked average."},
-    {"review_sgd", py_review_sgd, METH_VARARGS, "fastText's SGD step, one review at a time."},
-    {"review_adagrad", py_review_adagrad, METH_VARARGS, "Row-wise Adagrad, one review at a time."},
+    {"review_steps", py_review_steps, METH_VARARGS, "SGD or row-wise Adagrad, one review at a time."},
     {NULL, NULL, 0, NULL},
 };
 

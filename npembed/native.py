@@ -334,41 +334,41 @@ def review_sgd(ids, mask, labels, table, kernel, bias, learning_rate):
     """(logits (B,), losses (B,)) before each review's step; fastText's per-review SGD on
     Embedding -> masked average -> Dense(1) in place (table, kernel (D,), bias (1,)); twin of
     ``per_review.review_sgd_reference``.  Raises IndexError / ValueError like the layers."""
-    ids, mask = _ids_and_mask(ids, mask)
-    labels = np.ascontiguousarray(labels, dtype=table.dtype).reshape(-1)
-    batch, dim = ids.shape[0], table.shape[1]
-    logits = np.empty(batch, dtype=table.dtype)
-    losses = np.empty(batch, dtype=table.dtype)
-    bad = load().review_sgd(ids, mask, labels, table, kernel, bias, logits, losses, batch, ids.shape[1],
-                            table.shape[0], dim, float(learning_rate), ids.itemsize, table.itemsize)
-    _raise_for(bad, table.shape[0])
-    return logits, losses
+    return _review_steps(ids, mask, labels, table, kernel, bias, learning_rate)
 
 
 def review_adagrad(ids, mask, labels, table, row_acc, kernel, kernel_acc, bias, bias_acc, learning_rate, epsilon):
     """(logits (B,), losses (B,)) before each review's step; row-wise Adagrad one review at a time
     on Embedding -> masked average -> Dense(1), in place (table (V, D) and its row_acc (V,),
-    kernel and kernel_acc (D,), bias and bias_acc (1,)); twin of
+    kernel and kernel_acc (D,), bias and bias_acc (1,), all of the table's dtype); twin of
     ``per_review.review_adagrad_reference``.  Raises IndexError / ValueError like the layers."""
+    count = _kept("row_count", table.shape[0], lambda: np.zeros(table.shape[0], dtype=np.int32))
+    return _review_steps(ids, mask, labels, table, kernel, bias, learning_rate,
+                         (row_acc, kernel_acc, bias_acc, count), epsilon)
+
+
+def _review_steps(ids, mask, labels, table, kernel, bias, learning_rate, adagrad_state=(None,) * 4,
+                  epsilon=0.0):
     ids, mask = _ids_and_mask(ids, mask)
+    _check_not_negative(ids)
     labels = np.ascontiguousarray(labels, dtype=table.dtype).reshape(-1)
     batch, dim = ids.shape[0], table.shape[1]
     logits = np.empty(batch, dtype=table.dtype)
     losses = np.empty(batch, dtype=table.dtype)
-    count = _kept("row_count", table.shape[0], lambda: np.zeros(table.shape[0], dtype=np.int32))
-    bad = load().review_adagrad(ids, mask, labels, table, row_acc, kernel, kernel_acc, bias, bias_acc, count,
-                                logits, losses, batch, ids.shape[1], table.shape[0], dim, float(learning_rate),
-                                float(epsilon), ids.itemsize, table.itemsize)
-    _raise_for(bad, table.shape[0])
-    return logits, losses
-
-
-def _raise_for(bad: int, rows: int) -> None:
-    """The per-review kernels' error codes as the layers' exceptions."""
+    bad = load().review_steps(ids, mask, labels, table, kernel, bias, logits, losses, *adagrad_state, batch,
+                              ids.shape[1], table.shape[0], dim, float(learning_rate), float(epsilon),
+                              ids.itemsize, table.itemsize)
     if bad == -2:
         raise ValueError("a review has no token (every position is padding): its average is undefined")
     if bad != -1:
-        raise IndexError(f"token id {bad} is outside the table's {rows} rows")
+        raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
+    return logits, losses
+
+
+def _check_not_negative(ids: np.ndarray) -> None:
+    """The per-review kernels return -1 and -2 as codes: refuse negative ids before they run."""
+    if ids.size and int(ids.min()) < 0:
+        raise IndexError(f"token id {int(ids.min())} is negative: ids index the table's rows from 0")
 
 
 def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, c1, c2, eps) -> None:

@@ -303,8 +303,10 @@ class RowwiseAdagrad:
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"RowwiseAdagrad {name} must be a number, got {value!r}")
         check_learning_rate(learning_rate)
-        if not 0 < epsilon < np.inf:
-            raise ValueError(f"RowwiseAdagrad epsilon must be > 0 and finite, got {epsilon!r}")
+        with np.errstate(over="ignore", under="ignore"):
+            single = np.float32(epsilon)
+        if not (0 < epsilon < np.inf and 0 < single < np.inf):  # 0 in float32: 0/0 for a zero gradient
+            raise ValueError(f"RowwiseAdagrad epsilon must be > 0 and finite in float32, got {epsilon!r}")
         check_decay_steps("RowwiseAdagrad", decay_steps)
         self.learning_rate = float(learning_rate)
         self.epsilon = float(epsilon)
@@ -327,6 +329,18 @@ class RowwiseAdagrad:
         """Zero accumulators (``accumulator_shapes``), in each weight's dtype."""
         self.accumulators = [np.zeros(shape, dtype=w.dtype)
                              for shape, w in zip(self.accumulator_shapes(weights), weights)]
+
+    def check_accumulators(self, weights: Sequence[np.ndarray]) -> None:
+        """ValueError unless the accumulators are C-contiguous, in their weights' dtypes, shaped
+        as ``accumulator_shapes(weights)``: the native kernel reads them as raw memory."""
+        shapes = self.accumulator_shapes(weights)
+        ok = len(self.accumulators) == len(weights) and all(
+            a.shape == shape and a.dtype == w.dtype and a.flags.c_contiguous
+            for a, shape, w in zip(self.accumulators, shapes, weights))
+        if not ok:
+            found = [(a.shape, str(a.dtype)) for a in self.accumulators]
+            raise ValueError(f"RowwiseAdagrad accumulators {found} do not fit the weights: they must "
+                             f"be {[(shape, str(w.dtype)) for shape, w in zip(shapes, weights)]}")
 
     def get_state(self) -> dict:
         return {"iterations": self.iterations, "momentums": [], "velocities": [],

@@ -97,8 +97,10 @@ def review_step(model, ids, labels) -> tuple[float, np.ndarray]:
     labels = check_labels(labels, ids.shape[0]).astype(model.dtype).reshape(-1, 1)
     optimizer = model.optimizer
     adagrad = isinstance(optimizer, RowwiseAdagrad)
-    if adagrad and not optimizer.accumulators:
-        optimizer.build(model.weights)
+    if adagrad:
+        if not optimizer.accumulators:
+            optimizer.build(model.weights)
+        optimizer.check_accumulators(model.weights)
     rate = optimizer.current_rate()
     if kernels.backend() == "native":
         from npembed import native

@@ -151,3 +151,67 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_accumulators(imdb, t
     save_checkpoint(tmp_path / "bad.npz", restored, {"epoch": 1, "iterations": 80, "history": {}})
     with pytest.raises(CheckpointError, match="accumulator is negative"):
         load_checkpoint(tmp_path / "bad.npz", build_model(config, 8185, steps_per_epoch=40))
+
+
+def test_accumulators_that_do_not_fit_and_negative_ids_are_refused(native_backend):
+    """The kernel reads accumulators and ids as raw memory and returns -1 / -2 as codes: an
+    accumulator of another dtype or shape, or a negative id, must fail before it runs."""
+    from npembed import native
+    ids, labels = batch()
+    m = model("float32")
+    m.train_step(ids, labels)
+    m.optimizer.accumulators[0] = m.optimizer.accumulators[0].astype(np.float64)
+    with pytest.raises(ValueError, match="accumulators .* do not fit"):
+        m.train_step(ids, labels)
+    f = model()
+    f.optimizer.build(f.weights)
+    table, kernel, bias = f.weights
+    table_acc, kernel_acc, bias_acc = f.optimizer.accumulators
+    negative = ids.copy()
+    for bad in (-1, -2):
+        negative[0, 0] = bad
+        with pytest.raises(IndexError, match="negative"):
+            native.review_adagrad(negative, negative != 0, labels, table, table_acc, kernel, kernel_acc,
+                                  bias, bias_acc, 0.1, 1e-8)
+        with pytest.raises(IndexError, match="negative"):
+            native.review_sgd(negative, negative != 0, labels, table, kernel, bias, 0.1)
+    with pytest.raises(ValueError, match="float32"):
+        RowwiseAdagrad(0.1, epsilon=1e-50)                       # 0 in float32: 0/0 on a zero gradient
+
+
+def test_a_checkpoint_of_another_optimizer_or_without_accumulators_is_refused(tmp_path):
+    from npembed.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from npembed.optimizers import Adam
+    ids, labels = batch()
+    progress = {"epoch": 1, "iterations": 1, "history": {}}
+    adam = npembed.tutorial_model(V, D, 0, mask_zero=True, seed=2, dtype="float64")
+    adam.compile(optimizer=Adam(0.01, variant="lazy"))
+    adam.train_step(ids, labels)
+    save_checkpoint(tmp_path / "adam.npz", adam, progress)
+    with pytest.raises(CheckpointError, match="state of Adam, this model trains with RowwiseAdagrad"):
+        load_checkpoint(tmp_path / "adam.npz", model())
+    adagrad = model()
+    adagrad.train_step(ids, labels)
+    save_checkpoint(tmp_path / "adagrad.npz", adagrad, progress)
+    with pytest.raises(CheckpointError, match="state of RowwiseAdagrad, this model trains with Adam"):
+        load_checkpoint(tmp_path / "adagrad.npz", adam)
+    with np.load(tmp_path / "adagrad.npz") as f:
+        arrays = {k: f[k] for k in f.files if not k.startswith("a_")}
+    np.savez(tmp_path / "stripped.npz", **arrays)
+    with pytest.raises(CheckpointError, match="no Adagrad accumulators after 1 steps"):
+        load_checkpoint(tmp_path / "stripped.npz", model())
+    restored = model()
+    load_checkpoint(tmp_path / "adagrad.npz", restored)
+    for a, b in zip(restored.optimizer.accumulators, adagrad.optimizer.accumulators):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_each_optimizer_gets_the_rate_its_search_chose():
+    from npembed.config import NGRAM_RATES, TrainConfig
+    assert TrainConfig.for_ngrams().learning_rate == NGRAM_RATES["rowwise-adagrad"] == 0.1
+    assert TrainConfig.for_ngrams(optimizer="adam").learning_rate == 0.01
+    assert TrainConfig.for_ngrams(optimizer="sgd").learning_rate == 1.0
+    hidden = TrainConfig.for_ngrams(hidden_units=16)
+    assert (hidden.optimizer, hidden.learning_rate) == ("adam", 0.01)
+    hidden.validate()
+    assert TrainConfig.for_ngrams(optimizer="adam", learning_rate=0.3).learning_rate == 0.3
