@@ -17,7 +17,7 @@ has the gradients (docs/gradients.md sections 3, 8 and 9, at B = 1)::
 A batch of B reviews is B such steps in order, all at the rate ``optimizer.current_rate()`` of
 the batch.  ``review_sgd_reference`` and ``review_adagrad_reference`` are those definitions,
 through the framework's own forward and backward; the native kernels (``native.c``,
-``review_sgd`` and ``review_adagrad``) do the same arithmetic in one pass per review (float64
+``review_steps``, one loop for both) do the same arithmetic in two passes per review (float64
 sums, rounded once) and are held to them by the tests.  Unlike a batch step they change the
 weights as they go, so a non-finite loss is reported after the batch, not before.
 """
