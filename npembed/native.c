@@ -1191,7 +1191,7 @@ static inline void adagrad_update_##SUFFIX(const ID_T *row_ids, const uint8_t *r
 }                                                                                              \
 /* B reviews in order, each forward then its step: Adagrad when row_acc is given, else SGD.    \
  * Returns the first out-of-range id (-1: none; such a position is skipped), or -2 for a       \
- * review with no masked-in position (the callers refuse negative ids first). */               \
+ * review with no masked-in position: ids must be >= 0 (the callers check them first). */      \
 static int64_t review_steps_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels, \
         int64_t batch, int64_t length, REAL *table, int64_t num_rows, int64_t dim, REAL *kernel, \
         REAL *bias, REAL lr, REAL *logits, REAL *losses, double *total, REAL *u,               \

@@ -349,8 +349,9 @@ def review_adagrad(ids, mask, labels, table, row_acc, kernel, kernel_acc, bias, 
 
 def _review_steps(ids, mask, labels, table, kernel, bias, learning_rate, adagrad_state=(None,) * 4,
                   epsilon=0.0):
+    """The kernel returns an out-of-range id, -1 (none) or -2 (an empty review): ids must be >= 0,
+    as ``per_review.review_step`` checks (``checks.check_token_ids``) before it calls."""
     ids, mask = _ids_and_mask(ids, mask)
-    _check_not_negative(ids)
     labels = np.ascontiguousarray(labels, dtype=table.dtype).reshape(-1)
     batch, dim = ids.shape[0], table.shape[1]
     logits = np.empty(batch, dtype=table.dtype)
@@ -363,12 +364,6 @@ def _review_steps(ids, mask, labels, table, kernel, bias, learning_rate, adagrad
     if bad != -1:
         raise IndexError(f"token id {bad} is outside the table's {table.shape[0]} rows")
     return logits, losses
-
-
-def _check_not_negative(ids: np.ndarray) -> None:
-    """The per-review kernels return -1 and -2 as codes: refuse negative ids before they run."""
-    if ids.size and int(ids.min()) < 0:
-        raise IndexError(f"token id {int(ids.min())} is negative: ids index the table's rows from 0")
 
 
 def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, c1, c2, eps) -> None:
