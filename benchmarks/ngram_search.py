@@ -12,7 +12,8 @@ its settings, every epoch's val_loss / val_accuracy / seconds, and the best epoc
 val_loss), whose val_accuracy ranks the configuration.  The test split is not loaded.
 Optional settings: ``"seed"`` (the model's initialisation and the batches' order, default 0),
 ``"train_reviews"`` (train on that many of the 22,500, drawn with seed 1), ``"binary"`` (each
-id once per review), ``"tokens": "words"``, ``"decay"``, ``"patience"``, ``"nb_init"``.
+id once per review), ``"tokens": "words"``, ``"decay"``, ``"patience"``, ``"nb_init"``,
+``"nb_rates"`` (row-wise Adagrad's per-row rates from the naive-Bayes log-count ratios).
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
     else:
         optimizer = npembed.optimizers.Adam(settings["lr"], variant="lazy")
     model.compile(optimizer=optimizer)
+    if settings.get("nb_rates"):                       # the training reviews' |log-count ratios|
+        from npembed.training import set_nb_rates
+        set_nb_rates(model, train)
     epochs = []
     for epoch in range(max_epochs):
         start = time.perf_counter()

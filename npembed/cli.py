@@ -114,7 +114,7 @@ def cmd_prepare(args) -> None:
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "embedding_dim", "hidden_units", "mask", "learning_rate", "seed",
                  "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant",
-                 "optimizer", "nb_init", "ngrams", "buckets", "validation_reviews")
+                 "optimizer", "nb_init", "nb_rates", "ngrams", "buckets", "validation_reviews")
 
 
 def cmd_train(args) -> None:
@@ -347,8 +347,9 @@ def _parser() -> argparse.ArgumentParser:
                           "their hashed 2..N-grams, averaged (mask implied), then Dense(1); its "
                           f"defaults, chosen on the validation split: --buckets {ngram['buckets']} "
                           f"--hidden-units {ngram['hidden_units']} --optimizer {ngram['optimizer']} "
-                          f"--learning-rate {ngram['learning_rate']} (adam {NGRAM_RATES['adam']}, sgd "
-                          f"{NGRAM_RATES['sgd']}; with --hidden-units, adam) --batch-size {ngram['batch_size']} "
+                          f"--nb-rates --learning-rate {ngram['learning_rate']} (--no-nb-rates "
+                          f"{NGRAM_RATES['rowwise-adagrad', False]}, adam {NGRAM_RATES['adam', False]}, sgd "
+                          f"{NGRAM_RATES['sgd', False]}; with --hidden-units, adam) --batch-size {ngram['batch_size']} "
                           f"--epochs {ngram['epochs']} --early-stopping {ngram['early_stopping']} "
                           "(README: Beyond the tutorial)")
     sub.add_argument("--buckets", type=int, help=f"with --ngrams: rows for the hashed n-grams "
@@ -360,6 +361,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--nb-init", action="store_true", default=None,
                      help="with --ngrams: start the model as the naive-Bayes classifier of the "
                           "training reviews (log-count ratios; npembed/nb_init.py)")
+    sub.add_argument("--nb-rates", action=argparse.BooleanOptionalAction, default=None,
+                     help="with --ngrams and rowwise-adagrad (on by default there): multiply each row's "
+                          "learning rate by the absolute naive-Bayes log-count ratio of its feature in the "
+                          "training reviews (NBSVM's prior, as a per-row rate; docs/gradients.md section 11)")
     sub.add_argument("--optimizer", choices=["adam", "sgd", "rowwise-adagrad"],
                      help="default adam (see --adam), with --ngrams rowwise-adagrad; with --ngrams, one "
                           "step per review: rowwise-adagrad, Adagrad with one accumulator per embedding "

@@ -1137,9 +1137,10 @@ REVIEW_FORWARD(i64_f64, int64_t, double, exp, log1p)
  * u = e k / n (the old k) and c_r the number of positions of review b that hold row r:
  *     g_k = e h:    A_k += g_k * g_k;                 k -= lr g_k / (sqrt(A_k) + eps)
  *     g_c = e:      A_c += g_c * g_c;                 c -= lr g_c / (sqrt(A_c) + eps)
- *     g_r = c_r u:  A_r += c_r^2 q,  q = mean_j u_j^2; E[r] -= lr g_r / (sqrt(A_r) + eps)
- * each distinct row once, at its first position.  q is summed in double and rounded once;
- * everything else is in the table's type.  count (num_rows,) int32 (review_forward's counts) is
+ *     g_r = c_r u:  A_r += c_r^2 q,  q = mean_j u_j^2; E[r] -= lr m_r g_r / (sqrt(A_r) + eps)
+ * each distinct row once, at its first position; m_r = row_rate[r] (a fixed per-row rate
+ * multiplier), or 1 without row_rate.  q is summed in double and rounded once; everything else
+ * is in the table's type.  count (num_rows,) int32 (review_forward's counts) is
  * all 0 on entry and on exit. */
 #define REVIEW_UPDATES(SUFFIX, ID_T, REAL, SQRT)                                               \
 static inline void sgd_update_##SUFFIX(const ID_T *row_ids, const uint8_t *row_mask,           \
@@ -1163,7 +1164,7 @@ static inline void sgd_update_##SUFFIX(const ID_T *row_ids, const uint8_t *row_m
 static inline void adagrad_update_##SUFFIX(const ID_T *row_ids, const uint8_t *row_mask,       \
         int64_t end, REAL *table, int64_t num_rows, int64_t dim, REAL *kernel, REAL *bias,     \
         REAL lr, REAL e, int64_t n, const double *h, REAL *u, REAL *row_acc,                   \
-        REAL *kernel_acc, REAL *bias_acc, REAL eps, int32_t *count)                            \
+        REAL *kernel_acc, REAL *bias_acc, REAL eps, int32_t *count, const REAL *row_rate)      \
 {                                                                                              \
     const REAL per_row = e / (REAL)n;                                                          \
     double squares = 0.0;                                                                      \
@@ -1184,7 +1185,8 @@ static inline void adagrad_update_##SUFFIX(const ID_T *row_ids, const uint8_t *r
         const REAL c = (REAL)count[id];                                                        \
         count[id] = 0;                              /* later positions of this row: done */    \
         row_acc[id] += c * c * q;                                                              \
-        const REAL rate = lr / (SQRT(row_acc[id]) + eps);                                      \
+        const REAL row_lr = row_rate ? lr * row_rate[id] : lr;                                 \
+        const REAL rate = row_lr / (SQRT(row_acc[id]) + eps);                                  \
         REAL *restrict w = table + id * dim;                                                   \
         for (int64_t j = 0; j < dim; j++) w[j] -= rate * (c * u[j]);                           \
     }                                                                                          \
@@ -1195,7 +1197,8 @@ static inline void adagrad_update_##SUFFIX(const ID_T *row_ids, const uint8_t *r
 static int64_t review_steps_##SUFFIX(const ID_T *ids, const uint8_t *mask, const REAL *labels, \
         int64_t batch, int64_t length, REAL *table, int64_t num_rows, int64_t dim, REAL *kernel, \
         REAL *bias, REAL lr, REAL *logits, REAL *losses, double *total, REAL *u,               \
-        REAL *row_acc, REAL *kernel_acc, REAL *bias_acc, REAL eps, int32_t *count)             \
+        REAL *row_acc, REAL *kernel_acc, REAL *bias_acc, REAL eps, int32_t *count,             \
+        const REAL *row_rate)                                                                  \
 {                                                                                              \
     int64_t bad = -1;                                                                          \
     for (int64_t b = 0; b < batch; b++) {                                                      \
@@ -1210,7 +1213,8 @@ static int64_t review_steps_##SUFFIX(const ID_T *ids, const uint8_t *mask, const
         if (n == 0) return -2;                                                                 \
         if (row_acc)                                                                           \
             adagrad_update_##SUFFIX(row_ids, row_mask, end, table, num_rows, dim, kernel, bias, \
-                                    lr, e, n, total, u, row_acc, kernel_acc, bias_acc, eps, count); \
+                                    lr, e, n, total, u, row_acc, kernel_acc, bias_acc, eps, count, \
+                                    row_rate);                                                 \
         else                                                                                   \
             sgd_update_##SUFFIX(row_ids, row_mask, end, table, num_rows, dim, kernel, bias, lr, \
                                 e, n, total, u);                                               \
@@ -1223,22 +1227,24 @@ REVIEW_UPDATES(i32_f64, int32_t, double, sqrt)
 REVIEW_UPDATES(i64_f64, int64_t, double, sqrt)
 
 /* review_steps(ids, mask, labels, table, kernel, bias, logits, losses, row_acc, kernel_acc,
- *              bias_acc, count, batch, length, num_rows, dim, lr, eps, id_itemsize, itemsize):
- * row_acc, kernel_acc, bias_acc and count all None for SGD, all buffers for row-wise Adagrad;
- * returns as review_steps_* above. */
+ *              bias_acc, count, row_rate, batch, length, num_rows, dim, lr, eps, id_itemsize,
+ *              itemsize): row_acc, kernel_acc, bias_acc, count and row_rate all None for SGD;
+ * the first four buffers for row-wise Adagrad, row_rate a buffer or None; returns as
+ * review_steps_* above. */
 static PyObject *py_review_steps(PyObject *self, PyObject *args)
 {
-    Py_buffer b[12] = {{0}};
-    PyObject *state[4];
+    Py_buffer b[13] = {{0}};
+    PyObject *state[5];
     Py_ssize_t batch, length, num_rows, dim, id_item, item;
     double lr, eps;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*OOOOnnnnddnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
-                          &b[6], &b[7], &state[0], &state[1], &state[2], &state[3], &batch, &length,
-                          &num_rows, &dim, &lr, &eps, &id_item, &item))
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*w*w*w*OOOOOnnnnddnn", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                          &b[6], &b[7], &state[0], &state[1], &state[2], &state[3], &state[4], &batch,
+                          &length, &num_rows, &dim, &lr, &eps, &id_item, &item))
         return NULL;
     const int adagrad = state[0] != Py_None;
     int ok = (item == 4 || item == 8) && (id_item == 4 || id_item == 8) && dim > 0 && batch >= 0 && length >= 0;
     for (int k = 0; k < 4; k++) ok = ok && ((state[k] != Py_None) == adagrad);
+    ok = ok && (adagrad || state[4] == Py_None);
     if (!ok) PyErr_SetString(PyExc_ValueError, "review_steps: bad item size, shape or optimizer state");
     ok = ok && need(&b[0], batch * length * id_item, "ids") && need(&b[1], batch * length, "mask")
          && need(&b[2], batch * item, "labels") && need(&b[3], num_rows * dim * item, "table")
@@ -1249,27 +1255,29 @@ static PyObject *py_review_steps(PyObject *self, PyObject *args)
     for (int k = 0; k < 4 && ok && adagrad; k++)
         ok = PyObject_GetBuffer(state[k], &b[8 + k], PyBUF_WRITABLE) == 0
              && need(&b[8 + k], state_bytes[k], state_names[k]);
+    if (ok && adagrad && state[4] != Py_None)         /* optional per-row rate multipliers */
+        ok = PyObject_GetBuffer(state[4], &b[12], PyBUF_SIMPLE) == 0 && need(&b[12], num_rows * item, "row_rate");
     double *total = ok ? malloc(dim * sizeof(double)) : NULL;
     void *u = ok ? malloc(dim * item) : NULL;
     if (ok && (!total || !u)) { PyErr_NoMemory(); ok = 0; }
     int64_t bad = -1;
     if (ok) {
-        void *p[12];
-        for (int k = 0; k < 12; k++) p[k] = b[k].buf;     /* NULL for SGD's absent state */
+        void *p[13];
+        for (int k = 0; k < 13; k++) p[k] = b[k].buf;     /* NULL for SGD's absent state */
         Py_BEGIN_ALLOW_THREADS
         if (item == 4) {
             float a = (float)lr, e = (float)eps;
-            if (id_item == 4) bad = review_steps_i32_f32(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], a, p[6], p[7], total, u, p[8], p[9], p[10], e, p[11]);
-            else bad = review_steps_i64_f32(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], a, p[6], p[7], total, u, p[8], p[9], p[10], e, p[11]);
+            if (id_item == 4) bad = review_steps_i32_f32(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], a, p[6], p[7], total, u, p[8], p[9], p[10], e, p[11], p[12]);
+            else bad = review_steps_i64_f32(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], a, p[6], p[7], total, u, p[8], p[9], p[10], e, p[11], p[12]);
         } else {
-            if (id_item == 4) bad = review_steps_i32_f64(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], lr, p[6], p[7], total, u, p[8], p[9], p[10], eps, p[11]);
-            else bad = review_steps_i64_f64(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], lr, p[6], p[7], total, u, p[8], p[9], p[10], eps, p[11]);
+            if (id_item == 4) bad = review_steps_i32_f64(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], lr, p[6], p[7], total, u, p[8], p[9], p[10], eps, p[11], p[12]);
+            else bad = review_steps_i64_f64(p[0], p[1], p[2], batch, length, p[3], num_rows, dim, p[4], p[5], lr, p[6], p[7], total, u, p[8], p[9], p[10], eps, p[11], p[12]);
         }
         Py_END_ALLOW_THREADS
     }
     free(total);
     free(u);
-    release(b, 12);
+    release(b, 13);
     if (!ok) return NULL;
     return PyLong_FromLongLong(bad);
 }

@@ -337,17 +337,19 @@ def review_sgd(ids, mask, labels, table, kernel, bias, learning_rate):
     return _review_steps(ids, mask, labels, table, kernel, bias, learning_rate)
 
 
-def review_adagrad(ids, mask, labels, table, row_acc, kernel, kernel_acc, bias, bias_acc, learning_rate, epsilon):
+def review_adagrad(ids, mask, labels, table, row_acc, kernel, kernel_acc, bias, bias_acc, learning_rate, epsilon,
+                   row_rates=None):
     """(logits (B,), losses (B,)) before each review's step; row-wise Adagrad one review at a time
     on Embedding -> masked average -> Dense(1), in place (table (V, D) and its row_acc (V,),
-    kernel and kernel_acc (D,), bias and bias_acc (1,), all of the table's dtype); twin of
+    kernel and kernel_acc (D,), bias and bias_acc (1,), all of the table's dtype; row_rates (V,)
+    of that dtype, or None: each row's rate multiplier); twin of
     ``per_review.review_adagrad_reference``.  Raises IndexError / ValueError like the layers."""
     count = _kept("row_count", table.shape[0], lambda: np.zeros(table.shape[0], dtype=np.int32))
     return _review_steps(ids, mask, labels, table, kernel, bias, learning_rate,
-                         (row_acc, kernel_acc, bias_acc, count), epsilon)
+                         (row_acc, kernel_acc, bias_acc, count, row_rates), epsilon)
 
 
-def _review_steps(ids, mask, labels, table, kernel, bias, learning_rate, adagrad_state=(None,) * 4,
+def _review_steps(ids, mask, labels, table, kernel, bias, learning_rate, adagrad_state=(None,) * 5,
                   epsilon=0.0):
     """The kernel returns an out-of-range id, -1 (none) or -2 (an empty review): ids must be >= 0,
     as ``per_review.review_step`` checks (``checks.check_token_ids``) before it calls."""

@@ -294,11 +294,18 @@ class RowwiseAdagrad:
     runs it (``review_adagrad_reference``; the native kernel ``native.review_adagrad``).
     ``accumulators`` holds A per weight, in the weights' order: (V,) for the embedding table,
     the weight's own shape for the others.
+
+    ``row_rates`` (V,), optional and fixed: row r's step is multiplied by ``row_rates[r]``
+    (``E[r] -= lr_t * row_rates[r] * g_r / (sqrt(A_r) + epsilon)``).  ``npembed train
+    --nb-rates`` sets them to |r_f|, the naive-Bayes log-count ratios of the training reviews
+    (``nb_init.log_count_ratio``): a row's evidence for one class decides how fast it learns,
+    the prior NBSVM puts in its features (docs/gradients.md section 11).
     """
 
     per_review = True
 
-    def __init__(self, learning_rate: float = 0.1, epsilon: float = 1e-8, decay_steps: int | None = None):
+    def __init__(self, learning_rate: float = 0.1, epsilon: float = 1e-8, decay_steps: int | None = None,
+                 row_rates: np.ndarray | None = None):
         for name, value in (("learning_rate", learning_rate), ("epsilon", epsilon)):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"RowwiseAdagrad {name} must be a number, got {value!r}")
@@ -313,6 +320,11 @@ class RowwiseAdagrad:
         self.decay_steps = None if decay_steps is None else int(decay_steps)
         self.iterations = 0
         self.accumulators: list[np.ndarray] = []
+        self.row_rates = None
+        if row_rates is not None:
+            self.row_rates = np.asarray(row_rates)
+            if self.row_rates.ndim != 1 or not np.all(np.isfinite(self.row_rates)) or np.any(self.row_rates < 0):
+                raise ValueError("RowwiseAdagrad row_rates must be a (V,) array of finite values >= 0")
         self.momentums: list[np.ndarray] = []         # Adam's; none here
         self.velocities: list[np.ndarray] = []
 
@@ -326,9 +338,12 @@ class RowwiseAdagrad:
         return [(w.shape[0],) if i == 0 else w.shape for i, w in enumerate(weights)]
 
     def build(self, weights: Sequence[np.ndarray]) -> None:
-        """Zero accumulators (``accumulator_shapes``), in each weight's dtype."""
+        """Zero accumulators (``accumulator_shapes``), in each weight's dtype; row_rates, if
+        given, in the table's."""
         self.accumulators = [np.zeros(shape, dtype=w.dtype)
                              for shape, w in zip(self.accumulator_shapes(weights), weights)]
+        if self.row_rates is not None:
+            self.row_rates = np.ascontiguousarray(self.row_rates, dtype=weights[0].dtype)
 
     def check_accumulators(self, weights: Sequence[np.ndarray]) -> None:
         """ValueError unless the accumulators are C-contiguous, in their weights' dtypes, shaped
@@ -337,8 +352,13 @@ class RowwiseAdagrad:
         ok = len(self.accumulators) == len(weights) and all(
             a.shape == shape and a.dtype == w.dtype and a.flags.c_contiguous
             for a, shape, w in zip(self.accumulators, shapes, weights))
+        rates = self.row_rates
+        ok = ok and (rates is None or (rates.shape == shapes[0] and rates.dtype == weights[0].dtype
+                                       and rates.flags.c_contiguous))
         if not ok:
             found = [(a.shape, str(a.dtype)) for a in self.accumulators]
+            if rates is not None:
+                found.append(("row_rates", rates.shape, str(rates.dtype)))
             raise ValueError(f"RowwiseAdagrad accumulators {found} do not fit the weights: they must "
                              f"be {[(shape, str(w.dtype)) for shape, w in zip(shapes, weights)]}")
 

@@ -11,8 +11,8 @@ has the gradients (docs/gradients.md sections 3, 8 and 9, at B = 1)::
     g_k = e h        g_c = e        g_r = c_r e k / n      (every row of the review: along k)
 
 - ``optimizers.SGD(per_review=True)``, fastText's own: ``w -= lr g`` for each (section 9);
-- ``optimizers.RowwiseAdagrad``: ``A_r += mean_j g_rj**2``, ``E[r] -= lr g_r / (sqrt(A_r) + eps)``
-  per row, element-wise for k and c (section 11).
+- ``optimizers.RowwiseAdagrad``: ``A_r += mean_j g_rj**2``, ``E[r] -= lr m_r g_r / (sqrt(A_r) + eps)``
+  per row (m_r its optional fixed rate multiplier, else 1), element-wise for k and c (section 11).
 
 A batch of B reviews is B such steps in order, all at the rate ``optimizer.current_rate()`` of
 the batch.  ``review_sgd_reference`` and ``review_adagrad_reference`` are those definitions,
@@ -80,7 +80,8 @@ def review_adagrad_reference(model, ids: np.ndarray, labels: np.ndarray, rate: f
         held = np.any(sums != 0, axis=1)                    # the padding row is listed with 0
         rows, sums = rows[held], sums[held]
         table_acc[rows] += np.mean(np.square(sums, dtype=np.float64), axis=1).astype(table.dtype)
-        table[rows] -= lr * sums / (np.sqrt(table_acc[rows]) + eps)[:, None]
+        row_lr = lr if optimizer.row_rates is None else lr * optimizer.row_rates[rows]
+        table[rows] -= sums * (row_lr / (np.sqrt(table_acc[rows]) + eps))[:, None]
         for weight, acc, grad in zip(model.weights[1:], optimizer.accumulators[1:], grads[1:]):
             acc += grad * grad
             weight -= lr * grad / (np.sqrt(acc) + eps)
@@ -108,7 +109,7 @@ def review_step(model, ids, labels) -> tuple[float, np.ndarray]:
         if adagrad:
             table_acc, kernel_acc, bias_acc = optimizer.accumulators
             logits, losses = native.review_adagrad(ids, ids != 0, labels, table, table_acc, kernel, kernel_acc,
-                                                   bias, bias_acc, rate, optimizer.epsilon)
+                                                   bias, bias_acc, rate, optimizer.epsilon, optimizer.row_rates)
         else:
             logits, losses = native.review_sgd(ids, ids != 0, labels, table, kernel, bias, rate)
     elif adagrad:

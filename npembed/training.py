@@ -84,6 +84,8 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     if config.nb_init and not resume:
         from npembed.nb_init import nb_initialise
         nb_initialise(model, train_split)            # the training split only (not validation)
+    if config.nb_rates:                              # recomputed on resume: a function of the split
+        set_nb_rates(model, train_split)
     history = History()
     early = EarlyStopping(config.early_stopping) if config.early_stopping else None
     initial_epoch = 0
@@ -137,6 +139,14 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
 
 
 VALIDATION_SEED = 0
+
+
+def set_nb_rates(model, train_split) -> None:
+    """``--nb-rates``: row-wise Adagrad's per-row rate multipliers, |r_f|, the naive-Bayes
+    log-count ratios of ``train_split`` (the training reviews only; ``nb_init.log_count_ratio``)."""
+    from npembed.nb_init import log_count_ratio
+    table = model.weights[0]
+    model.optimizer.row_rates = np.abs(log_count_ratio(train_split, table.shape[0])).astype(table.dtype)
 
 
 def run_splits(config: TrainConfig, dataset, progress: bool = False):

@@ -21,15 +21,17 @@ from npembed.per_review import review_adagrad_reference, review_step
 from test_sgd import D, V, batch        # few ids: rows repeat within and across reviews; padding
 
 
-def model(dtype="float64", lr=0.3, decay_steps=None, seed=2):
+def model(dtype="float64", lr=0.3, decay_steps=None, seed=2, row_rates=None):
     m = npembed.tutorial_model(V, D, 0, mask_zero=True, seed=seed, dtype=dtype)
-    m.compile(optimizer=RowwiseAdagrad(lr, decay_steps=decay_steps))
+    m.compile(optimizer=RowwiseAdagrad(lr, decay_steps=decay_steps, row_rates=row_rates))
     return m
 
 
-def test_native_kernel_equals_batch_one_framework_steps(native_backend):
+@pytest.mark.parametrize("with_rates", [False, True])
+def test_native_kernel_equals_batch_one_framework_steps(native_backend, with_rates):
     ids, labels = batch()
-    fast, slow = model(), model()
+    rates = np.random.default_rng(4).uniform(0, 3, V) if with_rates else None
+    fast, slow = model(row_rates=rates), model(row_rates=rates)
     slow.optimizer.build(slow.weights)
     for _ in range(3):                                     # later steps divide by grown accumulators
         loss, logits = fast.train_step(ids, labels)
@@ -50,6 +52,25 @@ def test_float32_kernel_stays_close_to_float64(native_backend):
         f64.train_step(ids, labels)
     for a, b in zip(f32.weights, f64.weights):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_row_rates_multiply_each_rows_step_and_zero_freezes_a_row(kernel_backend):
+    """--nb-rates: with rates m, row r moves m_r times as far as without them (from A = 0 the
+    step is lr m_r g_r / (rms(g_r) + eps)); the accumulators and the Dense layer do not change."""
+    ids, labels = batch()
+    one, label = ids[0:1], labels[0:1]
+    rates = np.random.default_rng(5).uniform(0.5, 2.0, V)
+    held = np.unique(one[one != 0])
+    rates[held[0]] = 0.0
+    plain, scaled = model(lr=0.5), model(lr=0.5, row_rates=rates)
+    before = plain.get_weights()
+    review_step(plain, one, label)
+    review_step(scaled, one, label)
+    plain_step, scaled_step = before[0] - plain.weights[0], before[0] - scaled.weights[0]
+    np.testing.assert_allclose(scaled_step[held], rates[held, None] * plain_step[held], rtol=1e-12)
+    assert not np.any(scaled_step[held[0]]) and np.all(np.any(plain_step[held] != 0, axis=1))
+    for a, b in zip(plain.weights[1:] + plain.optimizer.accumulators, scaled.weights[1:] + scaled.optimizer.accumulators):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_first_step_is_the_finite_difference_gradient_over_its_root_mean_square(kernel_backend):
@@ -117,6 +138,14 @@ def test_refuses_other_models_bad_ids_and_bad_options(native_backend):
 def test_options_are_checked():
     from npembed.config import TrainConfig
     from npembed.errors import UsageError
+    with pytest.raises(UsageError, match="--nb-rates .* --optimizer rowwise-adagrad"):
+        TrainConfig.for_ngrams(optimizer="adam", nb_rates=True).validate()
+    with pytest.raises(UsageError, match="--nb-rates"):
+        TrainConfig(nb_rates=True).validate()
+    TrainConfig.for_ngrams(nb_rates=True).validate()
+    for bad in (np.array([1.0, -0.5]), np.array([np.nan]), np.ones((2, 2))):
+        with pytest.raises(ValueError, match="row_rates"):
+            RowwiseAdagrad(0.1, row_rates=bad)
     with pytest.raises(UsageError, match="--optimizer rowwise-adagrad .* --ngrams N"):
         TrainConfig(optimizer="rowwise-adagrad").validate()
     with pytest.raises(UsageError, match="--hidden-units 0"):
@@ -125,15 +154,17 @@ def test_options_are_checked():
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights_and_accumulators(imdb, tmp_path):
-    """--optimizer rowwise-adagrad end to end on real reviews: a run killed mid-epoch and
-    resumed from its checkpoint ends bit for bit where an uninterrupted one does, which it
-    could not if the checkpoint dropped the accumulators or the step count."""
+    """--optimizer rowwise-adagrad --nb-rates end to end on real reviews: a run killed mid-epoch
+    and resumed from its checkpoint ends bit for bit where an uninterrupted one does, which it
+    could not if the checkpoint dropped the accumulators or the step count, or if the resumed
+    run's per-row rates differed."""
     from npembed.checkpoint import load_checkpoint, save_checkpoint, CheckpointError
     from npembed.config import TrainConfig, build_model
     from npembed.training import train
     from test_training import InterruptAt
     config = TrainConfig.for_ngrams(ngrams=2, buckets=50_000, epochs=2, steps_per_epoch=40,
-                                    validation_reviews=500, optimizer="rowwise-adagrad", learning_rate=0.2)
+                                    validation_reviews=500, optimizer="rowwise-adagrad", learning_rate=0.2,
+                                    nb_rates=True)     # the resumed run recomputes the same rates
     whole = train(config, tmp_path / "whole", data=imdb, progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "cut", data=imdb, progress=False, extra_callbacks=[InterruptAt(1, 15)])
@@ -203,9 +234,13 @@ def test_a_checkpoint_of_another_optimizer_or_without_accumulators_is_refused(tm
 
 def test_each_optimizer_gets_the_rate_its_search_chose():
     from npembed.config import NGRAM_RATES, TrainConfig
-    assert TrainConfig.for_ngrams().learning_rate == NGRAM_RATES["rowwise-adagrad"] == 0.1
-    assert TrainConfig.for_ngrams(optimizer="adam").learning_rate == 0.01
-    assert TrainConfig.for_ngrams(optimizer="sgd").learning_rate == 1.0
+    documented = TrainConfig.for_ngrams()
+    assert documented.nb_rates and documented.learning_rate == NGRAM_RATES["rowwise-adagrad", True] == 0.4
+    assert TrainConfig.for_ngrams(nb_rates=False).learning_rate == 0.1
+    for optimizer, rate in (("adam", 0.01), ("sgd", 1.0)):
+        config = TrainConfig.for_ngrams(optimizer=optimizer)
+        assert (config.learning_rate, config.nb_rates) == (rate, False)
+        config.validate()
     hidden = TrainConfig.for_ngrams(hidden_units=16)
     assert (hidden.optimizer, hidden.learning_rate) == ("adam", 0.01)
     hidden.validate()
