@@ -12,6 +12,8 @@ Every contender runs in its own process (so that its peak resident memory, VmHWM
 - ``npembed-ngrams-refit``: the same configuration trained on all 25,000 train reviews
   (``--validation-reviews 0``) for the number of epochs the ``npembed-ngrams`` run's validation
   chose (its lowest val_loss), then the test set once: the issue's documented configuration.
+- ``npembed-ngrams-nb-rates``: the defaults with ``--nb-rates`` (per-row rates from the
+  naive-Bayes log-count ratios, lr 0.4: the best of search 4 on validation, not chosen).
 - ``npembed-trigrams-adam``: ``--ngrams 3 --optimizer adam --learning-rate 0.01`` (lazy Adam,
   batch-mean steps; the best of the Adam searches on validation, the previous defaults).
 - ``npembed-trigrams-sgd``: ``--ngrams 3 --optimizer sgd`` (fastText's per-review SGD) at the
@@ -162,6 +164,8 @@ def main(argv=None) -> None:
     from benchmarks.machine import machine_info
     quick = {"epochs": 1} if args.quick else {}
     specs = [{"name": "npembed-ngrams", "kind": "npembed", "ngrams": True, "options": quick},
+             {"name": "npembed-ngrams-nb-rates", "kind": "npembed", "ngrams": True,
+              "options": {**quick, "nb_rates": True}},
              {"name": "npembed-trigrams-adam", "kind": "npembed", "ngrams": True,
               "options": {**quick, **ADAM_OPTIONS}},
              {"name": "npembed-trigrams-sgd", "kind": "npembed", "ngrams": True,

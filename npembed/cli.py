@@ -347,8 +347,8 @@ def _parser() -> argparse.ArgumentParser:
                           "their hashed 2..N-grams, averaged (mask implied), then Dense(1); its "
                           f"defaults, chosen on the validation split: --buckets {ngram['buckets']} "
                           f"--hidden-units {ngram['hidden_units']} --optimizer {ngram['optimizer']} "
-                          f"--nb-rates --learning-rate {ngram['learning_rate']} (--no-nb-rates "
-                          f"{NGRAM_RATES['rowwise-adagrad', False]}, adam {NGRAM_RATES['adam', False]}, sgd "
+                          f"--learning-rate {ngram['learning_rate']} (--nb-rates "
+                          f"{NGRAM_RATES['rowwise-adagrad', True]}, adam {NGRAM_RATES['adam', False]}, sgd "
                           f"{NGRAM_RATES['sgd', False]}; with --hidden-units, adam) --batch-size {ngram['batch_size']} "
                           f"--epochs {ngram['epochs']} --early-stopping {ngram['early_stopping']} "
                           "(README: Beyond the tutorial)")
@@ -362,7 +362,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --ngrams: start the model as the naive-Bayes classifier of the "
                           "training reviews (log-count ratios; npembed/nb_init.py)")
     sub.add_argument("--nb-rates", action=argparse.BooleanOptionalAction, default=None,
-                     help="with --ngrams and rowwise-adagrad (on by default there): multiply each row's "
+                     help="with --ngrams and rowwise-adagrad (tried, not chosen): multiply each row's "
                           "learning rate by the absolute naive-Bayes log-count ratio of its feature in the "
                           "training reviews (NBSVM's prior, as a per-row rate; docs/gradients.md section 11)")
     sub.add_argument("--optimizer", choices=["adam", "sgd", "rowwise-adagrad"],

@@ -92,7 +92,7 @@ def test_ngram_config_defaults_and_table():
     documented = build_model(TrainConfig.for_ngrams(buckets=100, embedding_dim=4), 8185, steps_per_epoch=700)
     optimizer = documented.optimizer                      # the validation split's choice, no decay
     assert isinstance(optimizer, npembed.optimizers.RowwiseAdagrad) and optimizer.decay_steps is None
-    assert (config.ngrams, config.nb_rates, optimizer.learning_rate, config.batch_size) == (2, True, 0.4, 32)
+    assert (config.ngrams, config.nb_rates, optimizer.learning_rate, config.batch_size) == (2, False, 0.1, 32)
     tutorial = TrainConfig()
     assert tutorial.ngrams == 0 and not tutorial.mask and tutorial.table_rows(8185) == 8185
 

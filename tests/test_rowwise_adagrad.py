@@ -235,8 +235,8 @@ def test_a_checkpoint_of_another_optimizer_or_without_accumulators_is_refused(tm
 def test_each_optimizer_gets_the_rate_its_search_chose():
     from npembed.config import NGRAM_RATES, TrainConfig
     documented = TrainConfig.for_ngrams()
-    assert documented.nb_rates and documented.learning_rate == NGRAM_RATES["rowwise-adagrad", True] == 0.4
-    assert TrainConfig.for_ngrams(nb_rates=False).learning_rate == 0.1
+    assert not documented.nb_rates and documented.learning_rate == NGRAM_RATES["rowwise-adagrad", False] == 0.1
+    assert TrainConfig.for_ngrams(nb_rates=True).learning_rate == 0.4
     for optimizer, rate in (("adam", 0.01), ("sgd", 1.0)):
         config = TrainConfig.for_ngrams(optimizer=optimizer)
         assert (config.learning_rate, config.nb_rates) == (rate, False)
