@@ -44,16 +44,6 @@ def test_native_kernel_equals_batch_one_framework_steps(native_backend, with_rat
     assert fast.optimizer.iterations == 3
 
 
-def test_float32_kernel_stays_close_to_float64(native_backend):
-    ids, labels = batch(dtype=np.int32)
-    f32, f64 = model("float32"), model("float64")
-    for _ in range(3):
-        f32.train_step(ids, labels)
-        f64.train_step(ids, labels)
-    for a, b in zip(f32.weights, f64.weights):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_row_rates_multiply_each_rows_step_and_zero_freezes_a_row(kernel_backend):
     """--nb-rates: with rates m, row r moves m_r times as far as without them (from A = 0 the
     step is lr m_r g_r / (rms(g_r) + eps)); the accumulators and the Dense layer do not change."""

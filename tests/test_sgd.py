@@ -95,9 +95,15 @@ def test_per_review_kernel_equals_batch_one_framework_steps(native_backend):
     assert not np.allclose(logits[1:, 0], model().forward(ids)[1:, 0])   # later reviews saw earlier steps
 
 
-def test_per_review_float32_kernel_stays_close_to_float64(native_backend):
+@pytest.mark.parametrize("optimizer", ["sgd", "rowwise-adagrad"])
+def test_per_review_float32_kernel_stays_close_to_float64(native_backend, optimizer):
+    """Both per-review optimizers (tests/test_rowwise_adagrad.py has Adagrad's own tests)."""
+    from npembed.optimizers import RowwiseAdagrad
     ids, labels = batch(dtype=np.int32)
     f32, f64 = model("float32"), model("float64")
+    if optimizer == "rowwise-adagrad":
+        for m in (f32, f64):
+            m.compile(optimizer=RowwiseAdagrad(0.3))
     for _ in range(3):
         f32.train_step(ids, labels)
         f64.train_step(ids, labels)
