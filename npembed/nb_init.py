@@ -23,14 +23,14 @@ from __future__ import annotations
 import numpy as np
 
 from npembed.datasets.batching import EncodedSplit
+from npembed.datasets.ngrams import distinct_per_review
 
 
 def log_count_ratio(split: EncodedSplit, num_rows: int, alpha: float = 1.0) -> np.ndarray:
     """r (num_rows,) float64 of the module docstring, from the binarised features of ``split``."""
-    review = np.repeat(np.arange(len(split), dtype=np.int64), split.lengths)
-    present = np.unique(review * num_rows + split.ids.astype(np.int64))   # distinct (review, row)
-    rows, owner = present % num_rows, present // num_rows
-    positive = split.labels[owner].astype(bool)
+    distinct = distinct_per_review(split)                          # each (review, row) once
+    rows = distinct.ids
+    positive = np.repeat(distinct.labels.astype(bool), distinct.lengths)
     p = alpha + np.bincount(rows[positive], minlength=num_rows)
     q = alpha + np.bincount(rows[~positive], minlength=num_rows)
     return np.log(p / p.sum()) - np.log(q / q.sum())
