@@ -25,3 +25,15 @@ def glorot_uniform(shape: tuple[int, int], rng: np.random.Generator, dtype: np.d
 def zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Keras ``Zeros``, the ``Dense`` bias default."""
     return np.zeros(shape, dtype=dtype)
+
+
+def orthogonal(shape: tuple[int, int], rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """Keras ``Orthogonal`` (gain 1), the LSTM's ``recurrent_kernel`` default: the Q of the QR
+    decomposition of a standard normal (max(r, c), min(r, c)) matrix, its columns' signs fixed
+    by R's diagonal (so Q is uniform over the orthogonal matrices), transposed when r < c:
+    orthonormal rows (U, 4U) or columns."""
+    rows, cols = shape
+    normal = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(normal)
+    q *= np.sign(np.diag(r))
+    return (q.T if rows < cols else q).astype(dtype)

@@ -317,3 +317,55 @@ def _snake_case(name: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
+
+
+class Dropout(Layer):
+    """Keras's ``Dropout(rate, seed=None)``: inverted dropout while training, identity otherwise.
+
+    Notes
+    -----
+    Training (``self.training`` True; ``Sequential`` sets it for a training step only):
+        keep[b, ...] ~ Bernoulli(1 - rate), drawn afresh each forward from the layer's seeded
+        generator;   ``out = x * (1 / (1 - rate)) * keep``   (TensorFlow's order: scale, then mask)
+        backward:    ``dx = dout * (1 / (1 - rate)) * keep``
+    so E[out] = x and nothing needs rescaling at inference, where ``out = x``, ``dx = dout``.
+
+    ``fixed_keep``: a boolean array to use instead of a fresh draw (tests compare with Keras
+    under the same mask).  ``seed``: the generator's seed; None takes one from the model's.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, name: str | None = None):
+        super().__init__(name)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0 <= rate < 1:
+            raise ValueError(f"Dropout needs a rate in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.training = False
+        self.fixed_keep: np.ndarray | None = None
+        self.rng = np.random.default_rng(seed)
+
+    def build(self, input_width, rng, dtype):
+        super().build(input_width, rng, dtype)
+        if self.seed is None:
+            self.rng = np.random.default_rng(rng.integers(2 ** 63))
+        return input_width
+
+    def forward(self, x, mask=None):
+        """x (B, ...) -> same shape."""
+        if not self.training or self.rate == 0:
+            self.cache = {"scaled_keep": None}
+            return x
+        keep = self.fixed_keep if self.fixed_keep is not None else self.rng.random(x.shape) >= self.rate
+        scale = x.dtype.type(1 / (1 - self.rate))
+        self.cache = {"scaled_keep": (keep, scale)}
+        return x * scale * keep
+
+    def backward(self, dout):
+        """dout -> dx, same shape."""
+        if self.cache["scaled_keep"] is None:
+            return dout
+        keep, scale = self.cache["scaled_keep"]
+        return dout * scale * keep
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)

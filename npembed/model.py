@@ -125,10 +125,12 @@ class Sequential:
         """ids (B, L) ints -> logits (B, 1) in the model's dtype."""
         return self.forward(ids)
 
-    def forward(self, ids) -> np.ndarray:
-        """Run every step, each keeping its cache for ``backward``; returns (B, units)."""
+    def forward(self, ids, training: bool = False) -> np.ndarray:
+        """Run every step, each keeping its cache for ``backward``; returns (B, units).
+        ``training`` switches Dropout on (a training step), as Keras's ``training=``."""
         out, mask = ids, None
         for step in self.steps:
+            step.training = training
             step_input = out
             out = step.forward(step_input, mask)
             mask = step.compute_mask(step_input, mask)
@@ -157,7 +159,7 @@ class Sequential:
         return loss, self.gradients()
 
     def _forward_backward(self, ids, labels) -> tuple[float, np.ndarray]:
-        logits = self.forward(ids)
+        logits = self.forward(ids, training=True)
         if logits.ndim != 2 or logits.shape[1] != 1:
             raise ValueError(f"the model outputs shape {logits.shape}; the loss needs one logit per "
                              "review, (batch, 1): end the model with GlobalAveragePooling1D ... Dense(1)")
@@ -214,7 +216,8 @@ def _check_ranks(layers: Sequence[Layer]) -> None:
             raise ValueError(f"Sequential: layer {position} ({type(layer).__name__}) takes rank-{wants} "
                              f"input, but the layer before it outputs rank {rank}"
                              + (": put GlobalAveragePooling1D() after the Embedding" if rank == 3 else ""))
-        rank = {Embedding: 3, GlobalAveragePooling1D: 2, Dense: 2}.get(type(layer), rank)
+        known = {Embedding: 3, GlobalAveragePooling1D: 2, Dense: 2}.get(type(layer))
+        rank = known if known is not None or rank is None else len(layer.output_shape((None,) * rank))
 
 
 def _uniquify_layer_names(layers: Sequence[Layer]) -> None:

@@ -1,0 +1,212 @@
+"""The LSTM's fast path: the same arithmetic as ``recurrent.lstm_forward``/``lstm_backward``,
+arranged so that NumPy spends its time in BLAS and not in Python.
+
+What changes against the reference loop (``recurrent.py``), and nothing else:
+
+1. **The input projection for every step is one matrix product**: ``P = X W + b`` for all
+   (step, review) pairs at once, (J*B, D) @ (D, 4U), before the loop; the loop adds only the
+   recurrent product ``h_{t-1} R``.  Likewise after the backward loop: ``dW = X^T dZ``,
+   ``dR = H_{t-1}^T dZ`` and ``dX = dZ W^T`` are one product each over all steps.
+2. **Fused gates**: the columns are kept internally in the order i, f, o, c (Keras's is
+   i, f, c, o), so one in-place sigmoid covers the three sigmoid gates and one tanh the cell
+   candidate; ``sigmoid(z) = (1 + tanh(z / 2)) / 2`` needs no exp and cannot overflow.
+3. **Several directions in one loop**: Bidirectional's two LSTMs run as a stack of K = 2
+   (``np.matmul`` over a (K, n, U) @ (K, U, 4U) stack), halving the per-step Python overhead.
+4. **No work on padding, with a mask**: the reviews are sorted longest first and each
+   direction reads its review in its own order *within the review's length* (the backward
+   direction reads tokens len-1, ..., 0).  At compact step j only the ``counts[j]`` reviews
+   still running take part, a prefix of the sorted batch.  This is exact for Keras's masking:
+   a masked step keeps the state, so a forward LSTM's state after its last token is carried
+   to the end, and a ``go_backwards`` LSTM meets the padding first, keeping its zero state.
+
+Shapes: K directions, B reviews, T padded steps, J = the longest review (T without a mask),
+D input width, U units, G = 4U.  "Compact" arrays are (K, J, B, ...) with rows in the sorted
+order; entry (k, j, r) is valid when j < lengths[r].
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def fused_gate_order(units: int) -> np.ndarray:
+    """Column index: fused[:, n] = keras[:, order[n]]  (i, f, o from Keras's i, f, c, o, then c)."""
+    u = units
+    return np.r_[0:2 * u, 3 * u:4 * u, 2 * u:3 * u]
+
+
+def is_prefix_mask(mask: np.ndarray) -> bool:
+    """True when every row is some ones followed by zeros (right padding, what Embedding's
+    ``mask_zero`` gives for padded batches); the fast path needs this."""
+    return bool(np.all(mask[:, 1:] <= mask[:, :-1]))
+
+
+class Plan:
+    """Which reviews run at each compact step and which time step each one reads.
+
+    rows (B,): batch row of sorted row r (longest first);  lengths (B,): sorted lengths;
+    counts (J,): reviews still running at step j;  valid (J, B): j < lengths[r];
+    positions (K, J, B): time index read by direction k at compact step j for sorted row r
+    (j forwards, or len - 1 - j backwards; 0 where not valid).
+    """
+
+    def __init__(self, mask: np.ndarray | None, batch: int, seq_len: int, backwards: tuple[bool, ...]):
+        lengths = np.full(batch, seq_len) if mask is None else mask.sum(axis=1)
+        self.rows = np.argsort(-lengths, kind="stable")
+        self.lengths = lengths[self.rows]
+        self.seq_len = seq_len
+        longest = int(self.lengths.max()) if batch else 0
+        step = np.arange(longest)[:, None]
+        self.valid = step < self.lengths[None, :]
+        self.counts = self.valid.sum(axis=1)
+        forward = np.where(self.valid, step, 0)
+        backward = np.where(self.valid, self.lengths[None, :] - 1 - step, 0)
+        self.positions = np.stack([backward if back else forward for back in backwards])
+
+    def gather(self, x: np.ndarray) -> np.ndarray:
+        """x (B, T, W) -> compact (K, J, B, W): what each direction reads at each step."""
+        return x[self.rows[None, None, :], self.positions]
+
+    def scatter(self, compact: np.ndarray) -> np.ndarray:
+        """compact (K, J, B, W) -> (K, B, T, W) at the time steps read; zeros elsewhere."""
+        steps, sorted_rows = np.nonzero(self.valid)
+        out = np.zeros((compact.shape[0], len(self.rows), self.seq_len, compact.shape[-1]), compact.dtype)
+        for k in range(compact.shape[0]):
+            out[k, self.rows[sorted_rows], self.positions[k, steps, sorted_rows]] = compact[k, steps, sorted_rows]
+        return out
+
+    def unsort(self, sorted_rows: np.ndarray) -> np.ndarray:
+        """(K, B, W) in sorted row order -> batch row order."""
+        out = np.empty_like(sorted_rows)
+        out[:, self.rows] = sorted_rows
+        return out
+
+
+def forward(x, mask, weights, backwards, keep_sequences: bool):
+    """All directions of an LSTM over x.
+
+    x (B, T, D); mask (B, T) prefix-shaped or None; weights: per direction (kernel (D, G),
+    recurrent_kernel (U, G), bias (G,)) in Keras's gate order; backwards: per direction.
+    Returns finals (K, B, U), the state after each direction's last step; sequences
+    (K, B, T, U) aligned with x's time steps (direction k's h after reading step t, zeros where
+    it read nothing) or None; and the cache for :func:`backward`.
+    """
+    batch, seq_len, width = x.shape
+    plan = Plan(mask, batch, seq_len, tuple(backwards))
+    order = fused_gate_order(weights[0][1].shape[0])
+    kernel = np.stack([w[:, order] for w, _, _ in weights])               # (K, D, G)
+    recurrent = np.stack([r[:, order] for _, r, _ in weights])            # (K, U, G)
+    bias = np.stack([b[order] for _, _, b in weights])                    # (K, G)
+    inputs = plan.gather(x)                                               # (K, J, B, D)
+    k, steps = inputs.shape[:2]
+    gates = np.matmul(inputs.reshape(k, steps * batch, width), kernel)    # (K, J*B, G)
+    gates += bias[:, None, :]
+    gates = gates.reshape(k, steps, batch, -1)
+    states, cells, tanh_cells, final = forward_steps(gates, recurrent, plan.counts)
+    sequences = plan.scatter(states[:, 1:]) if keep_sequences else None
+    cache = dict(plan=plan, inputs=inputs, kernel=kernel, recurrent=recurrent, gates=gates,
+                 states=states, cells=cells, tanh_cells=tanh_cells, order=order, x_shape=x.shape)
+    return plan.unsort(final), sequences, cache
+
+
+def forward_steps(gates, recurrent, counts):
+    """The recurrence, in place.  gates (K, J, B, G) holds ``x_t W + b`` on entry and the gate
+    activations [i, f, o, g] on exit; recurrent (K, U, G).  Returns states h (K, J+1, B, U)
+    with h_0 = 0, cells c (K, J+1, B, U), tanh(c) (K, J, B, U) and the final h (K, B, U);
+    rows past ``counts[j]`` are left alone at step j (their state carries).
+
+        z = gates[j] + h_{j-1} R;  [i f o] = sigmoid(z[:, :3U]);  g = tanh(z[:, 3U:])
+        c_j = f * c_{j-1} + i * g;  h_j = o * tanh(c_j)
+    """
+    k, steps, batch, width = gates.shape
+    units = width // 4
+    states = np.zeros((k, steps + 1, batch, units), gates.dtype)
+    cells = np.zeros_like(states)
+    tanh_cells = np.zeros((k, steps, batch, units), gates.dtype)
+    h = np.zeros((k, batch, units), gates.dtype)
+    c = np.zeros_like(h)
+    for j in range(steps):
+        n = counts[j]
+        z = gates[:, j, :n]
+        z += np.matmul(h[:, :n], recurrent)
+        sig = z[..., :3 * units]
+        sig *= 0.5
+        np.tanh(sig, out=sig)
+        sig += 1
+        sig *= 0.5
+        np.tanh(z[..., 3 * units:], out=z[..., 3 * units:])
+        cn = c[:, :n]
+        cn *= z[..., units:2 * units]
+        cn += z[..., :units] * z[..., 3 * units:]
+        np.tanh(cn, out=tanh_cells[:, j, :n])
+        np.multiply(z[..., 2 * units:3 * units], tanh_cells[:, j, :n], out=h[:, :n])
+        states[:, j + 1, :n] = h[:, :n]
+        cells[:, j + 1, :n] = cn
+    return states, cells, tanh_cells, h
+
+
+def backward(cache, d_sequences, d_finals):
+    """The gradients of :func:`forward`'s outputs -> dx (B, T, D) and, per direction,
+    (dkernel, drecurrent_kernel, dbias) in Keras's layout.
+
+    d_sequences (K, B, T, U) or None: dL/d(sequences); d_finals (K, B, U): dL/d(finals).
+    The gate-activation buffer is overwritten with dZ = dL/dz, then
+    ``dW = X^T dZ``, ``dR = H_{j-1}^T dZ``, ``db = sum dZ``, ``dX = dZ W^T`` (one product each).
+    """
+    plan, gates, inputs = cache["plan"], cache["gates"], cache["inputs"]
+    k, steps, batch, width = gates.shape
+    d_states = None if d_sequences is None else _gather_directions(plan, d_sequences)
+    backward_steps(gates, cache, d_states, d_finals[:, plan.rows])
+    flat = gates.reshape(k, steps * batch, width)
+    units = width // 4
+    d_kernel = np.matmul(inputs.reshape(k, steps * batch, -1).transpose(0, 2, 1), flat)
+    d_recurrent = np.matmul(cache["states"][:, :steps].reshape(k, steps * batch, units).transpose(0, 2, 1), flat)
+    d_bias = flat.sum(axis=1)
+    d_inputs = np.matmul(flat, cache["kernel"].transpose(0, 2, 1)).reshape(k, steps, batch, -1)
+    dx = plan.scatter(d_inputs).sum(axis=0)
+    restore = np.argsort(cache["order"])
+    grads = [(d_kernel[i][:, restore], d_recurrent[i][:, restore], d_bias[i][restore]) for i in range(k)]
+    return dx, grads
+
+
+def _gather_directions(plan, d_sequences):
+    """(K, B, T, U) -> compact (K, J, B, U): direction k's gradient at the steps it read."""
+    return np.stack([d_sequences[i][plan.rows[None, :], plan.positions[i]] for i in range(len(d_sequences))])
+
+
+def backward_steps(gates, cache, d_states, dh):
+    """Backpropagation through time, in place: gates (K, J, B, G) holds [i, f, o, g] on entry
+    and dZ on exit (zero for rows not running).  d_states (K, J, B, U) or None: gradient of
+    each step's h from outside the recurrence; dh (K, B, U): gradient of the final h.
+
+        do = dh * tanh(c_j);            dc += dh * o * (1 - tanh(c_j)**2)
+        di = dc * g;  df = dc * c_{j-1};  dg = dc * i;   dc_{j-1} = dc * f
+        dz = [di i(1-i), df f(1-f), do o(1-o), dg (1-g**2)];   dh_{j-1} = dz R^T
+    """
+    k, steps, batch, width = gates.shape
+    units = width // 4
+    recurrent_t = cache["recurrent"].transpose(0, 2, 1).copy()          # (K, G, U)
+    cells, tanh_cells, counts = cache["cells"], cache["tanh_cells"], cache["plan"].counts
+    dh = dh.copy()
+    dc = np.zeros_like(dh)
+    for j in range(steps - 1, -1, -1):
+        n = counts[j]
+        gates[:, j, n:] = 0
+        if d_states is not None:
+            dh[:, :n] += d_states[:, j, :n]
+        a = gates[:, j, :n]
+        i, f, o, g = (a[..., s * units:(s + 1) * units] for s in range(4))
+        tc = tanh_cells[:, j, :n]
+        dhn, dcn = dh[:, :n], dc[:, :n]
+        dcn += dhn * o * (1 - tc * tc)
+        d_o = dhn * tc
+        d_i = dcn * g
+        d_g = dcn * i
+        d_f = dcn * cells[:, j, :n]
+        dcn *= f
+        a[..., 3 * units:] = d_g * (1 - g * g)
+        sig = a[..., :3 * units]
+        sig *= 1 - sig
+        i *= d_i
+        f *= d_f
+        o *= d_o
+        dh[:, :n] = np.matmul(a, recurrent_t)
