@@ -36,4 +36,4 @@ def orthogonal(shape: tuple[int, int], rng: np.random.Generator, dtype: np.dtype
     normal = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(normal)
     q *= np.sign(np.diag(r))
-    return (q.T if rows < cols else q).astype(dtype)
+    return np.ascontiguousarray(q.T if rows < cols else q, dtype=dtype)
