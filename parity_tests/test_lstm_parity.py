@@ -170,22 +170,24 @@ def test_float32_forward_within_the_rounding_bound(flavor, mask_zero, weights_ki
             layer_input = expected[layer.name]
 
 
-def test_float32_bound_growth_with_steps(short_batches, imdb):
-    """The bound's growth with the number of steps, on real reviews, unmasked (the tutorial's
-    model reads the padding): relative to |h| it stays within a few hundred u up to ~1,000 steps
-    with fresh weights (the LSTM contracts), and it is not vacuous (< 1e-3 of |h|)."""
+def test_float32_bound_growth_with_steps(imdb):
+    """How the bound grows with the number of steps, on the 4 longest real reviews, unmasked
+    (the tutorial's model reads the padding), fresh weights, in the norm of the final state:
+    ||bound_b|| / ||h_b|| / u measured 0.74-0.96e4 at 10 steps, 0.96-1.3e4 at 100 and
+    1.1-1.6e4 at 1,000: the LSTM contracts (forget gates below 1), so the local errors of early
+    steps fade and the bound is about flat in T instead of growing with it.  Not vacuous either:
+    below 1% of the state's norm."""
     model = rnn_model(False, "float32")
     sub = model.layers[1].forward_layer
-    train = imdb.train
-    rows = np.argsort(train.lengths)[-4:]
-    x = model.layers[0].forward(train.padded(rows))
+    rows = np.argsort(imdb.train.lengths)[-4:]
+    x = model.layers[0].forward(imdb.train.padded(rows))
     u = bounds.unit_roundoff("float32")
     growth = []
     for steps in (10, 100, 1000):
         value, bound = lstm_bounds.final_state_bound(x[:, :steps], *sub.weights_tuple(), None, u)
-        growth.append(float(np.max(bound / np.maximum(np.abs(value), 1e-30))) / u)
-    assert max(growth) < 1e-3 / u, growth
-    assert growth[2] < 10 * growth[0], f"bound relative to u at 10, 100, 1000 steps: {growth}"
+        growth.append(float(np.max(np.linalg.norm(bound, axis=1) / np.linalg.norm(value, axis=1))) / u)
+    assert max(growth) * u < 0.01, growth
+    assert growth[2] < 3 * growth[0], f"||bound|| / ||h|| / u at 10, 100, 1000 steps: {growth}"
 
 
 @pytest.mark.parametrize("mask_zero", MASKS)
