@@ -98,23 +98,33 @@ def forward(x, mask, weights, backwards, keep_sequences: bool):
     bias = np.stack([b[order] for _, _, b in weights])                    # (K, G)
     inputs = plan.gather(x)                                               # (K, J, B, D)
     k, steps = inputs.shape[:2]
-    gates = np.matmul(inputs.reshape(k, steps * batch, width), kernel)    # (K, J*B, G)
-    gates += bias[:, None, :]
+    half = _sigmoid_halving(kernel.shape[-1])                            # exact: a power of 2
+    gates = np.matmul(inputs.reshape(k, steps * batch, width), kernel * half)   # (K, J*B, G)
+    gates += (bias * half)[:, None, :]
     gates = gates.reshape(k, steps, batch, -1)
-    states, cells, tanh_cells, final = forward_steps(gates, recurrent, plan.counts)
+    states, cells, tanh_cells = forward_steps(gates, recurrent * half, plan.counts)
+    final = states[:, plan.lengths, np.arange(batch)]                    # (K, B, U), sorted rows
     sequences = plan.scatter(states[:, 1:]) if keep_sequences else None
     cache = dict(plan=plan, inputs=inputs, kernel=kernel, recurrent=recurrent, gates=gates,
                  states=states, cells=cells, tanh_cells=tanh_cells, order=order, x_shape=x.shape)
     return plan.unsort(final), sequences, cache
 
 
-def forward_steps(gates, recurrent, counts):
-    """The recurrence, in place.  gates (K, J, B, G) holds ``x_t W + b`` on entry and the gate
-    activations [i, f, o, g] on exit; recurrent (K, U, G).  Returns states h (K, J+1, B, U)
-    with h_0 = 0, cells c (K, J+1, B, U), tanh(c) (K, J, B, U) and the final h (K, B, U);
-    rows past ``counts[j]`` are left alone at step j (their state carries).
+def _sigmoid_halving(width: int) -> np.ndarray:
+    """(G,) 0.5 on the sigmoid gates' columns (fused order i, f, o), 1 on the cell's: the
+    projections then give z / 2 there, ready for sigmoid(z) = (1 + tanh(z / 2)) / 2.  Scaling by
+    a power of two is exact, so this changes no bit of z / 2."""
+    return np.r_[np.full(3 * width // 4, 0.5), np.ones(width // 4)]
 
-        z = gates[j] + h_{j-1} R;  [i f o] = sigmoid(z[:, :3U]);  g = tanh(z[:, 3U:])
+
+def forward_steps(gates, recurrent, counts):
+    """The recurrence, in place.  gates (K, J, B, G) holds ``x_t W + b`` on entry (halved on the
+    sigmoid columns, as ``recurrent`` (K, U, G) is) and the gate activations [i, f, o, g] on
+    exit.  Returns states h (K, J+1, B, U) with h_0 = 0, cells c (K, J+1, B, U) and
+    tanh(c) (K, J, B, U); at step j only the first ``counts[j]`` rows are computed (the others'
+    entries stay 0: a finished review's final state is ``states[:, length]``).
+
+        z/2 = gates[j] + h_{j-1} R/2;  [i f o] = (1 + tanh(z/2)) / 2;  g = tanh(z_c)
         c_j = f * c_{j-1} + i * g;  h_j = o * tanh(c_j)
     """
     k, steps, batch, width = gates.shape
@@ -122,26 +132,21 @@ def forward_steps(gates, recurrent, counts):
     states = np.zeros((k, steps + 1, batch, units), gates.dtype)
     cells = np.zeros_like(states)
     tanh_cells = np.zeros((k, steps, batch, units), gates.dtype)
-    h = np.zeros((k, batch, units), gates.dtype)
-    c = np.zeros_like(h)
     for j in range(steps):
         n = counts[j]
         z = gates[:, j, :n]
-        z += np.matmul(h[:, :n], recurrent)
+        z += np.matmul(states[:, j, :n], recurrent)
         sig = z[..., :3 * units]
-        sig *= 0.5
         np.tanh(sig, out=sig)
-        sig += 1
         sig *= 0.5
+        sig += 0.5
         np.tanh(z[..., 3 * units:], out=z[..., 3 * units:])
-        cn = c[:, :n]
-        cn *= z[..., units:2 * units]
-        cn += z[..., :units] * z[..., 3 * units:]
-        np.tanh(cn, out=tanh_cells[:, j, :n])
-        np.multiply(z[..., 2 * units:3 * units], tanh_cells[:, j, :n], out=h[:, :n])
-        states[:, j + 1, :n] = h[:, :n]
-        cells[:, j + 1, :n] = cn
-    return states, cells, tanh_cells, h
+        c = cells[:, j + 1, :n]
+        np.multiply(z[..., units:2 * units], cells[:, j, :n], out=c)
+        c += z[..., :units] * z[..., 3 * units:]
+        np.tanh(c, out=tanh_cells[:, j, :n])
+        np.multiply(z[..., 2 * units:3 * units], tanh_cells[:, j, :n], out=states[:, j + 1, :n])
+    return states, cells, tanh_cells
 
 
 def backward(cache, d_sequences, d_finals):
