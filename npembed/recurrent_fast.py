@@ -20,8 +20,10 @@ What changes against the reference loop (``recurrent.py``), and nothing else:
    to the end, and a ``go_backwards`` LSTM meets the padding first, keeping its zero state.
 
 Shapes: K directions, B reviews, T padded steps, J = the longest review (T without a mask),
-D input width, U units, G = 4U.  "Compact" arrays are (K, J, B, ...) with rows in the sorted
-order; entry (k, j, r) is valid when j < lengths[r].
+D input width, U units, G = 4U, N = the number of (step, review) pairs that run (B T without
+a mask, the number of tokens with one).  "Packed" arrays are (K, N, ...): step 0's running
+reviews, then step 1's, ... (``Plan``), so the products before and after the loops skip the
+padding too.
 """
 from __future__ import annotations
 
@@ -86,12 +88,16 @@ def is_prefix_mask(mask: np.ndarray) -> bool:
 
 
 class Plan:
-    """Which reviews run at each compact step and which time step each one reads.
+    """Which reviews run at each step, packed: the running (step, review) pairs one after the
+    other, step by step (PyTorch's PackedSequence), so that no array holds a padded step.
 
     rows (B,): batch row of sorted row r (longest first);  lengths (B,): sorted lengths;
-    counts (J,): reviews still running at step j;  valid (J, B): j < lengths[r];
-    positions (K, J, B): time index read by direction k at compact step j for sorted row r
-    (j forwards, or len - 1 - j backwards; 0 where not valid).
+    counts (J,): reviews still running at step j (the first counts[j] sorted rows);
+    offsets (J+1,): step j's pairs are packed[offsets[j]:offsets[j+1]], rows 0..counts[j]-1;
+    step (N,), row (N,): each packed pair's step and sorted row;  previous (N,): the packed
+    index of the same review's previous step (N, a zero row, at step 0);
+    positions (K, N): the time step of x that direction k reads there (j forwards,
+    len - 1 - j backwards).
     """
 
     def __init__(self, mask: np.ndarray | None, batch: int, seq_len: int, backwards: tuple[bool, ...]):
@@ -100,29 +106,32 @@ class Plan:
         self.lengths = lengths[self.rows]
         self.seq_len = seq_len
         longest = int(self.lengths.max()) if batch else 0
-        step = np.arange(longest)[:, None]
-        self.valid = step < self.lengths[None, :]
-        self.counts = self.valid.sum(axis=1)
-        forward = np.where(self.valid, step, 0)
-        backward = np.where(self.valid, self.lengths[None, :] - 1 - step, 0)
-        self.positions = np.stack([backward if back else forward for back in backwards])
+        self.step, self.row = np.nonzero(np.arange(longest)[:, None] < self.lengths[None, :])
+        self.counts = np.bincount(self.step, minlength=longest)
+        self.offsets = np.r_[0, np.cumsum(self.counts)]
+        self.size = int(self.offsets[-1])
+        self.previous = np.where(self.step > 0, self.offsets[np.maximum(self.step - 1, 0)] + self.row, self.size)
+        backward = self.lengths[self.row] - 1 - self.step
+        self.positions = np.stack([backward if back else self.step for back in backwards])
 
     def gather(self, x: np.ndarray) -> np.ndarray:
-        """x (B, T, W) -> compact (K, J, B, W): what each direction reads at each step."""
-        return x[self.rows[None, None, :], self.positions]
+        """x (B, T, W) -> packed (K, N, W): what each direction reads at each running pair."""
+        return x[self.rows[self.row][None, :], self.positions]
 
-    def scatter(self, compact: np.ndarray) -> np.ndarray:
-        """compact (K, J, B, W) -> (K, B, T, W) at the time steps read; zeros elsewhere."""
-        steps, sorted_rows = np.nonzero(self.valid)
-        out = np.zeros((compact.shape[0], len(self.rows), self.seq_len, compact.shape[-1]), compact.dtype)
-        for k in range(compact.shape[0]):
-            out[k, self.rows[sorted_rows], self.positions[k, steps, sorted_rows]] = compact[k, steps, sorted_rows]
+    def scatter(self, packed: np.ndarray) -> np.ndarray:
+        """packed (K, N, W) -> (K, B, T, W) at the time steps read; zeros elsewhere."""
+        out = np.zeros((packed.shape[0], len(self.rows), self.seq_len, packed.shape[-1]), packed.dtype)
+        for k in range(packed.shape[0]):
+            out[k, self.rows[self.row], self.positions[k]] = packed[k]
         return out
 
-    def unsort(self, sorted_rows: np.ndarray) -> np.ndarray:
-        """(K, B, W) in sorted row order -> batch row order."""
-        out = np.empty_like(sorted_rows)
-        out[:, self.rows] = sorted_rows
+    def finals(self, packed: np.ndarray) -> np.ndarray:
+        """packed states (K, N+1, U) -> each review's last state (K, B, U), in batch order
+        (the zero row N for an empty review)."""
+        last = np.where(self.lengths > 0, self.offsets[np.maximum(self.lengths - 1, 0)] + np.arange(len(self.rows)),
+                        self.size)
+        out = np.empty((packed.shape[0], len(self.rows), packed.shape[-1]), packed.dtype)
+        out[:, self.rows] = packed[:, last]
         return out
 
 
@@ -147,24 +156,20 @@ def forward_on_one_thread(x, mask, weights, backwards, keep_sequences: bool):
     (K, B, T, U) aligned with x's time steps (direction k's h after reading step t, zeros where
     it read nothing) or None; and the cache for :func:`backward`.
     """
-    batch, seq_len, width = x.shape
-    plan = Plan(mask, batch, seq_len, tuple(backwards))
+    plan = Plan(mask, x.shape[0], x.shape[1], tuple(backwards))
     order = fused_gate_order(weights[0][1].shape[0])
     kernel = np.stack([w[:, order] for w, _, _ in weights])               # (K, D, G)
     recurrent = np.stack([r[:, order] for _, r, _ in weights])            # (K, U, G)
     bias = np.stack([b[order] for _, _, b in weights])                    # (K, G)
-    inputs = plan.gather(x)                                               # (K, J, B, D)
-    k, steps = inputs.shape[:2]
+    inputs = plan.gather(x)                                               # (K, N, D)
     half = _sigmoid_halving(kernel.shape[-1])                            # exact: a power of 2
-    gates = np.matmul(inputs.reshape(k, steps * batch, width), kernel * half)   # (K, J*B, G)
+    gates = np.matmul(inputs, kernel * half)                              # (K, N, G)
     gates += (bias * half)[:, None, :]
-    gates = gates.reshape(k, steps, batch, -1)
-    states, cells, tanh_cells = forward_steps(gates, recurrent * half, plan.counts)
-    final = states[:, plan.lengths, np.arange(batch)]                    # (K, B, U), sorted rows
-    sequences = plan.scatter(states[:, 1:]) if keep_sequences else None
+    states, cells, tanh_cells = forward_steps(gates, recurrent * half, plan.offsets)
+    sequences = plan.scatter(states[:, :-1]) if keep_sequences else None
     cache = dict(plan=plan, inputs=inputs, kernel=kernel, recurrent=recurrent, gates=gates,
                  states=states, cells=cells, tanh_cells=tanh_cells, order=order, x_shape=x.shape)
-    return plan.unsort(final), sequences, cache
+    return plan.finals(states), sequences, cache
 
 
 def _sigmoid_halving(width: int) -> np.ndarray:
@@ -174,35 +179,36 @@ def _sigmoid_halving(width: int) -> np.ndarray:
     return np.r_[np.full(3 * width // 4, 0.5), np.ones(width // 4)]
 
 
-def forward_steps(gates, recurrent, counts):
-    """The recurrence, in place.  gates (K, J, B, G) holds ``x_t W + b`` on entry (halved on the
-    sigmoid columns, as ``recurrent`` (K, U, G) is) and the gate activations [i, f, o, g] on
-    exit.  Returns states h (K, J+1, B, U) with h_0 = 0, cells c (K, J+1, B, U) and
-    tanh(c) (K, J, B, U); at step j only the first ``counts[j]`` rows are computed (the others'
-    entries stay 0: a finished review's final state is ``states[:, length]``).
+def forward_steps(gates, recurrent, offsets):
+    """The recurrence, in place, on packed pairs.  gates (K, N, G) holds ``x_t W + b`` on entry
+    (halved on the sigmoid columns, as ``recurrent`` (K, U, G) is) and the gate activations
+    [i, f, o, g] on exit.  Returns states h (K, N+1, U) and cells c (K, N+1, U) (the last row,
+    N, stays 0: the state before step 0) and tanh(c) (K, N, U).
 
         z/2 = gates[j] + h_{j-1} R/2;  [i f o] = (1 + tanh(z/2)) / 2;  g = tanh(z_c)
         c_j = f * c_{j-1} + i * g;  h_j = o * tanh(c_j)
     """
-    k, steps, batch, width = gates.shape
+    k, size, width = gates.shape
     units = width // 4
-    states = np.zeros((k, steps + 1, batch, units), gates.dtype)
+    states = np.zeros((k, size + 1, units), gates.dtype)
     cells = np.zeros_like(states)
-    tanh_cells = np.zeros((k, steps, batch, units), gates.dtype)
-    for j in range(steps):
-        n = counts[j]
-        z = gates[:, j, :n]
-        z += np.matmul(states[:, j, :n], recurrent)
+    tanh_cells = np.zeros((k, size, units), gates.dtype)
+    for j in range(len(offsets) - 1):
+        begin, end = offsets[j], offsets[j + 1]
+        prev = slice(offsets[j - 1], offsets[j - 1] + end - begin) if j else slice(size, size + 1)  # row N: 0
+        z = gates[:, begin:end]
+        if j:
+            z += np.matmul(states[:, prev], recurrent)
         sig = z[..., :3 * units]
         np.tanh(sig, out=sig)
         sig *= 0.5
         sig += 0.5
         np.tanh(z[..., 3 * units:], out=z[..., 3 * units:])
-        c = cells[:, j + 1, :n]
-        np.multiply(z[..., units:2 * units], cells[:, j, :n], out=c)
+        c = cells[:, begin:end]
+        np.multiply(z[..., units:2 * units], cells[:, prev], out=c)
         c += z[..., :units] * z[..., 3 * units:]
-        np.tanh(c, out=tanh_cells[:, j, :n])
-        np.multiply(z[..., 2 * units:3 * units], tanh_cells[:, j, :n], out=states[:, j + 1, :n])
+        np.tanh(c, out=tanh_cells[:, begin:end])
+        np.multiply(z[..., 2 * units:3 * units], tanh_cells[:, begin:end], out=states[:, begin:end])
     return states, cells, tanh_cells
 
 
@@ -211,59 +217,57 @@ def backward_on_one_thread(cache, d_sequences, d_finals):
     (dkernel, drecurrent_kernel, dbias) in Keras's layout.
 
     d_sequences (K, B, T, U) or None: dL/d(sequences); d_finals (K, B, U): dL/d(finals).
-    The gate-activation buffer is overwritten with dZ = dL/dz, then
-    ``dW = X^T dZ``, ``dR = H_{j-1}^T dZ``, ``db = sum dZ``, ``dX = dZ W^T`` (one product each).
+    The gate-activation buffer is overwritten with dZ = dL/dz (K, N, G), then
+    ``dW = X^T dZ``, ``dR = H_prev^T dZ``, ``db = sum dZ``, ``dX = dZ W^T`` (one product each,
+    over the running pairs only).
     """
     plan, gates, inputs = cache["plan"], cache["gates"], cache["inputs"]
-    k, steps, batch, width = gates.shape
-    d_states = None if d_sequences is None else _gather_directions(plan, d_sequences)
+    d_states = None
+    if d_sequences is not None:
+        d_states = np.stack([d_sequences[k][plan.rows[plan.row], plan.positions[k]]
+                             for k in range(len(d_sequences))])
     backward_steps(gates, cache, d_states, d_finals[:, plan.rows])
-    flat = gates.reshape(k, steps * batch, width)
-    units = width // 4
-    d_kernel = np.matmul(inputs.reshape(k, steps * batch, -1).transpose(0, 2, 1), flat)
-    d_recurrent = np.matmul(cache["states"][:, :steps].reshape(k, steps * batch, units).transpose(0, 2, 1), flat)
-    d_bias = flat.sum(axis=1)
-    d_inputs = np.matmul(flat, cache["kernel"].transpose(0, 2, 1)).reshape(k, steps, batch, -1)
-    dx = plan.scatter(d_inputs).sum(axis=0)
+    previous = cache["states"][:, plan.previous]                           # (K, N, U): h_{j-1}
+    d_kernel = np.matmul(inputs.transpose(0, 2, 1), gates)
+    d_recurrent = np.matmul(previous.transpose(0, 2, 1), gates)
+    d_bias = gates.sum(axis=1)
+    dx = plan.scatter(np.matmul(gates, cache["kernel"].transpose(0, 2, 1))).sum(axis=0)
     restore = np.argsort(cache["order"])
-    grads = [(d_kernel[i][:, restore], d_recurrent[i][:, restore], d_bias[i][restore]) for i in range(k)]
+    grads = [(d_kernel[i][:, restore], d_recurrent[i][:, restore], d_bias[i][restore]) for i in range(len(gates))]
     return dx, grads
 
 
-def _gather_directions(plan, d_sequences):
-    """(K, B, T, U) -> compact (K, J, B, U): direction k's gradient at the steps it read."""
-    return np.stack([d_sequences[i][plan.rows[None, :], plan.positions[i]] for i in range(len(d_sequences))])
-
-
 def backward_steps(gates, cache, d_states, dh):
-    """Backpropagation through time, in place: gates (K, J, B, G) holds [i, f, o, g] on entry
-    and dZ on exit (zero for rows not running).  d_states (K, J, B, U) or None: gradient of
-    each step's h from outside the recurrence; dh (K, B, U): gradient of the final h.
+    """Backpropagation through time, in place on packed pairs: gates (K, N, G) holds
+    [i, f, o, g] on entry and dZ on exit.  d_states (K, N, U) or None: gradient of each
+    pair's h from outside the recurrence; dh (K, B, U): gradient of each review's final h
+    (sorted rows; a finished review's dh waits, untouched, for its last step).
 
         do = dh * tanh(c_j);            dc += dh * o * (1 - tanh(c_j)**2)
         di = dc * g;  df = dc * c_{j-1};  dg = dc * i;   dc_{j-1} = dc * f
         dz = [di i(1-i), df f(1-f), do o(1-o), dg (1-g**2)];   dh_{j-1} = dz R^T
     """
-    k, steps, batch, width = gates.shape
-    units = width // 4
+    units = gates.shape[-1] // 4
     recurrent_t = cache["recurrent"].transpose(0, 2, 1).copy()          # (K, G, U)
-    cells, tanh_cells, counts = cache["cells"], cache["tanh_cells"], cache["plan"].counts
+    cells, tanh_cells, plan = cache["cells"], cache["tanh_cells"], cache["plan"]
+    offsets = plan.offsets
     dh = dh.copy()
     dc = np.zeros_like(dh)
-    for j in range(steps - 1, -1, -1):
-        n = counts[j]
-        gates[:, j, n:] = 0
+    for j in range(len(offsets) - 2, -1, -1):
+        begin, end = offsets[j], offsets[j + 1]
+        n = end - begin
+        prev = slice(offsets[j - 1], offsets[j - 1] + n) if j else slice(plan.size, plan.size + 1)  # row N: 0
         if d_states is not None:
-            dh[:, :n] += d_states[:, j, :n]
-        a = gates[:, j, :n]
+            dh[:, :n] += d_states[:, begin:end]
+        a = gates[:, begin:end]
         i, f, o, g = (a[..., s * units:(s + 1) * units] for s in range(4))
-        tc = tanh_cells[:, j, :n]
+        tc = tanh_cells[:, begin:end]
         dhn, dcn = dh[:, :n], dc[:, :n]
         dcn += dhn * o * (1 - tc * tc)
         d_o = dhn * tc
         d_i = dcn * g
         d_g = dcn * i
-        d_f = dcn * cells[:, j, :n]
+        d_f = dcn * cells[:, prev]
         dcn *= f
         a[..., 3 * units:] = d_g * (1 - g * g)
         sig = a[..., :3 * units]
