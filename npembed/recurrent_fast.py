@@ -162,7 +162,7 @@ def forward_on_one_thread(x, mask, weights, backwards, keep_sequences: bool):
     recurrent = np.stack([r[:, order] for _, r, _ in weights])            # (K, U, G)
     bias = np.stack([b[order] for _, _, b in weights])                    # (K, G)
     inputs = plan.gather(x)                                               # (K, N, D)
-    half = _sigmoid_halving(kernel.shape[-1])                            # exact: a power of 2
+    half = _sigmoid_halving(kernel.shape[-1]).astype(x.dtype)             # exact: a power of 2
     gates = np.matmul(inputs, kernel * half)                              # (K, N, G)
     gates += (bias * half)[:, None, :]
     states, cells, tanh_cells = forward_steps(gates, recurrent * half, plan.offsets)
