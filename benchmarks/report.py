@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from npembed.atomic import atomic_write_text
+
 SHORT = {"npembed": "npembed", "keras": "Keras", "keras_jit": "Keras (XLA)", "torch": "PyTorch",
          "npembed_lazy": "npembed, lazy Adam"}
 NAMES = {"npembed": "npembed (Keras 3's Adam)", "keras": "Keras fit", "keras_jit": "Keras fit, jit_compile=True",
@@ -258,6 +260,17 @@ thread while the archive is read). Measured {results["date"][:10]} with `{result
 {target}"""
 
 
+HAND_WRITTEN = "<!-- Written by hand from here on: `python -m benchmarks.report` keeps it. -->"
+
+
+def write_docs_page(results: dict, path: Path) -> None:
+    """Write ``docs_page(results)`` to ``path``, keeping the page's hand-written tail (from the
+    ``HAND_WRITTEN`` line on: the measurements no results file holds)."""
+    old = path.read_text() if path.exists() else ""
+    at = old.find(HAND_WRITTEN)
+    atomic_write_text(path, docs_page(results) + ("\n" + old[at:] if at >= 0 else ""))
+
+
 def main() -> None:
     import argparse
     import json
@@ -267,7 +280,7 @@ def main() -> None:
     parser.add_argument("--docs", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     results = json.loads(Path(args.results).read_text())
-    Path(args.docs).write_text(docs_page(results))
+    write_docs_page(results, Path(args.docs))
     write_charts(results, Path(args.docs).parent / "images")
     print(markdown_tables(results))
     print(f"wrote {args.docs}")
