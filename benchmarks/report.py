@@ -5,10 +5,11 @@ from pathlib import Path
 
 from npembed.atomic import atomic_write_text
 
-SHORT = {"npembed": "npembed", "keras": "Keras", "keras_jit": "Keras (XLA)", "torch": "PyTorch",
+SHORT = {"npembed": "npembed", "keras": "Keras", "keras_jit": "Keras (XLA)", "torch": "PyTorch", "jax": "JAX jit",
          "npembed_lazy": "npembed, lazy Adam"}
 NAMES = {"npembed": "npembed (Keras 3's Adam)", "keras": "Keras fit", "keras_jit": "Keras fit, jit_compile=True",
-         "torch": "PyTorch eager", "npembed_lazy": "npembed, lazy Adam"}
+         "torch": "PyTorch eager", "jax": "JAX jax.jit + optax Adam (padded to multiples of 256)",
+         "npembed_lazy": "npembed, lazy Adam"}
 
 
 def markdown_tables(results: dict) -> str:
@@ -112,6 +113,13 @@ def _breakdown(entry: dict) -> str:
                       f"| total | {sum(parts.values()):.0f} |"])
 
 
+def _jax_clause(frameworks: dict) -> str:
+    if "jax" not in frameworks:
+        return " (and JAX, in runs since 2026-12-08; the run below predates it)"
+    return (" and JAX (`jax.jit` over one step with optax's Adam; batches padded to multiples of 256 so "
+            "that XLA compiles at most 16 shapes, the average still taken over each batch's own padded length)")
+
+
 def docs_page(results: dict) -> str:
     """docs/benchmarks.md from a full run's results (``python -m benchmarks.report``)."""
     m, r, f = results["machine"], results["ratios"], results["frameworks"]
@@ -122,8 +130,9 @@ def docs_page(results: dict) -> str:
     predict, memory = 1 / r["npembed/keras"]["predict"], r["npembed/keras"]["train_peak_rss"]
     return f"""# Benchmarks
 
-`python -m benchmarks` (or `make bench`, which first installs PyTorch 2.13.0 CPU from the
-`bench` extra) times npembed, Keras `fit`, Keras `fit` with `jit_compile=True` and PyTorch eager on
+`python -m benchmarks` (or `make bench`, which first installs PyTorch 2.13.0 CPU, JAX and optax
+from the `bench` extra) times npembed, Keras `fit`, Keras `fit` with `jit_compile=True`, PyTorch
+eager{_jax_clause(f)} on
 **the same prebuilt batches**: the tutorial's epoch, 2,500 steps of batch 10 from
 `shuffle(1000).padded_batch(10)` over the real train reviews (seed 0), padded per batch, and the
 25,000 test reviews in batches of 10 for prediction. Each framework runs in its own process
