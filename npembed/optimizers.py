@@ -14,8 +14,10 @@ For a row r looked up k times, with slices s_1 .. s_k and summed gradient g_r = 
 
 - ``"keras2"`` (the default): ``S_r = g_r**2``.  TF 2.1's ``tf.keras`` (the Keras the tutorial
   was run and printed with; today ``tf_keras``) sums duplicate slices before the update
-  (``Optimizer._deduplicate_sparse_grad``), so every row's second moment is the square of its
-  summed gradient: dense textbook Adam.
+  (``OptimizerV2._resource_apply_sparse_duplicate_indices`` calls ``_deduplicate_indexed_slices``
+  in ``tensorflow/python/keras/optimizer_v2/optimizer_v2.py``, then Adam's
+  ``_resource_apply_sparse``), so every row's second moment is the square of its summed
+  gradient: dense textbook Adam.
 - ``"keras3"``: ``S_r = sum_i s_i**2``.  Keras 3 on TensorFlow (``keras/src/optimizers/adam.py``)
   applies ``ops.square`` to the IndexedSlices, squaring each slice, and the following
   subtraction sums them.  Smaller than ``g_r**2`` when the slices agree (a subword repeated in
@@ -42,8 +44,9 @@ through a float32 tensor); the learning rate is a variable of Keras's floatx, wh
 takes to be the model's dtype; ``1 - beta`` and epsilon are Python doubles converted straight
 to the weight's dtype.
 
-The four lines live once, in :func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast
-versions that the tests keep bit for bit equal to it.
+The three update lines (m, v, w; alpha comes from :meth:`Adam.step_size`) live once, in
+:func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast versions that the tests keep
+bit for bit equal to it.
 
 Two more optimizers serve the n-gram model (``npembed train --ngrams``), neither a Keras one:
 :class:`SGD`, fastText's plain SGD with its linearly decaying rate, and :class:`RowwiseAdagrad`,
