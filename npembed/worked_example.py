@@ -120,12 +120,12 @@ def _adam(alpha: float) -> list[str]:
     lr = LEARNING_RATE
     return [
         f"one Adam step (lr = {lr}, beta_1 = 0.9, beta_2 = 0.999, eps = 1e-7, t = 1, m = v = 0 before)",
-        f"  alpha   = lr * sqrt(1 - beta_2) / (1 - beta_1) = {alpha:.6f}  (betas rounded to float32, as Keras)",
+        f"  alpha_1 = lr * sqrt(1 - beta_2) / (1 - beta_1) = {alpha:.6f}  (betas rounded to float32, as Keras)",
         "  keras2 (the tutorial's tf.keras, npembed's default): m = (1 - beta_1) dE = 0.1 dE,  v = 0.001 dE**2",
-        f"  E_new   = E - alpha m / (sqrt(v) + eps) = {fmt(keras2.weights[0])}",
-        f"            step = alpha m / sqrt(v) = lr sign(dE): every entry moves by {lr}",
+        f"  E_new   = E - alpha_1 m / (sqrt(v) + eps) = {fmt(keras2.weights[0])}",
+        f"            step = alpha_1 m / sqrt(v) = lr sign(dE): every entry moves by {lr}",
         "  keras3 (Keras 3): m = 0.1 dE,  v = 0.001 S",
-        f"  E_new   = E - alpha m / (sqrt(v) + eps) = {fmt(keras3.weights[0])}",
+        f"  E_new   = E - alpha_1 m / (sqrt(v) + eps) = {fmt(keras3.weights[0])}",
         "            step = lr dE / sqrt(S): a row holding q equal slices moves by lr sqrt(q)",
         f"            (row 1: two, {lr * np.sqrt(2):.6f}; row 0, the padding: three, {lr * np.sqrt(3):.6f});",
         f"            rows 3, 4, 5 (one slice) by {lr}; row 2 (g[0] and g[1], unequal) by lr |g0 + g1| / sqrt(g0**2 + g1**2)",
