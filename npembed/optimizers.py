@@ -23,7 +23,8 @@ For a row r looked up k times, with slices s_1 .. s_k and summed gradient g_r = 
   subtraction sums them.  Smaller than ``g_r**2`` when the slices agree (a subword repeated in
   one review, and, measured, the padding row: 1/230 to 1/500 of it), larger when they cancel.
   Smaller S means larger steps; on the padding row they make Keras 3 train the tutorial's
-  model visibly slower (``benchmarks/adam_variants.py``, docs/gradients.md section 5).
+  model visibly slower (``benchmarks/adam_variants.py``; docs/gradients.md section 7 and
+  docs/gradients_appendix.md section 3).
 - ``"lazy"``: ``"keras2"``'s formula on the looked-up rows only (TF-Addons' LazyAdam, which runs
   on Keras 2's summed slices); the other rows' m, v and weights stay as they are.  Neither
   Keras's; its step cost does not grow with the vocabulary.
@@ -229,7 +230,7 @@ class SGD:
 
     for every weight; for the pooled embedding (``sparse.PooledSlices``) ``g`` is never formed:
     ``kernels.sgd_pooled_rows`` subtracts ``lr_t * g[b]`` at each looked-up position, which is
-    ``lr_t * dE`` summed (docs/gradients.md, section 9).  No state but the step count, so a
+    ``lr_t * dE`` summed (docs/gradients_appendix.md, section 5).  No state but the step count, so a
     run keeps no m and v (two tables of the embedding's size less than Adam).
 
     The gradient is the batch mean's (the loss is a mean over B reviews), so a rate ``lr`` at
@@ -287,7 +288,7 @@ class RowwiseAdagrad:
     accumulator per embedding row, the mean over its D entries, instead of one per entry: the
     state is a (V,) vector beside the (V, D) table (4 bytes a row where Adam keeps 2 D floats).
     At step ``t = iterations`` (one batch), with ``lr_t`` decayed as :class:`SGD`'s, for each
-    review b of the batch in order, its gradients g (docs/gradients.md sections 9 and 11)::
+    review b of the batch in order, its gradients g (docs/gradients_appendix.md sections 5 and 6)::
 
         embedding row r:      A_r += mean_j g_rj**2     E[r] -= lr_t * g_r / (sqrt(A_r) + epsilon)
         Dense kernel, bias:   A   += g**2 (per entry)   w    -= lr_t * g   / (sqrt(A)   + epsilon)
@@ -302,7 +303,7 @@ class RowwiseAdagrad:
     (``E[r] -= lr_t * row_rates[r] * g_r / (sqrt(A_r) + epsilon)``).  ``npembed train
     --nb-rates`` sets them to |r_f|, the naive-Bayes log-count ratios of the training reviews
     (``nb_init.log_count_ratio``): a row's evidence for one class decides how fast it learns,
-    the prior NBSVM puts in its features (docs/gradients.md section 11).
+    the prior NBSVM puts in its features (docs/gradients_appendix.md section 7).
     """
 
     per_review = True

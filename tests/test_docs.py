@@ -101,12 +101,38 @@ def test_model_graph_shapes_come_from_the_model():
     assert (DOCS / "images" / "model_graph.png").exists()
 
 
+def test_operation_graph_has_relu_and_a_local_gradient_per_operation():
+    from npembed.plots import OPERATIONS
+    operations = [operation for _, operation, _, _ in OPERATIONS]
+    assert any(op.startswith("ReLU") for op in operations) and all(local for *_, local in OPERATIONS)
+    assert (DOCS / "images" / "operation_graph.png").exists()
+
+
+def test_the_lesson_has_common_bugs_and_five_exercises_with_answers():
+    import re
+    text = (DOCS / "gradients.md").read_text()
+    exercises = text[text.index("## 11. Exercises"):]
+    questions, answers = exercises.split("**Answers.**")
+    assert len(re.findall(r"^\d\. ", questions, re.M)) >= 5
+    assert len(re.findall(r"^\d\. ", answers, re.M)) == len(re.findall(r"^\d\. ", questions, re.M))
+    assert "## 10. Common bugs" in text and "dE[ids] += dx" in text
+
+
+def test_lazy_adam_first_step_numbers_in_the_docs():
+    """A row first seen at step t first moves lr sqrt(1 - b2^t) / (1 - b1^t) (1 - b1) / sqrt(1 - b2):
+    the 0.48, 2.5 and 3.16 the lesson and the appendix quote."""
+    def first_step(t, b1=0.9, b2=0.999):
+        return np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * (1 - b1) / np.sqrt(1 - b2)
+    assert round(first_step(1), 6) == 1 and round(first_step(10), 2) == 0.48
+    assert round(first_step(1000), 1) == 2.5 and round(first_step(10 ** 6), 2) == 3.16
+
+
 def test_adam_variants_tables_in_docs_are_the_recorded_results():
-    """docs/gradients.md shows what `python -m benchmarks.adam_variants` last recorded."""
+    """docs/gradients_appendix.md shows what `python -m benchmarks.adam_variants` last recorded."""
     from benchmarks import adam_variants
     results = json.loads(adam_variants.RESULTS.read_text())
-    assert adam_variants.markdown(results) in (DOCS / "gradients.md").read_text(), \
-        "paste the tables `python -m benchmarks.adam_variants` prints into docs/gradients.md"
+    assert adam_variants.markdown(results) in (DOCS / "gradients_appendix.md").read_text(), \
+        "paste the tables `python -m benchmarks.adam_variants` prints into docs/gradients_appendix.md"
     curves = {(run["variant"], run["mask"], run["padding row swapped"]): run["loss"] for run in results["curves"]}
     # the claims the text makes of them
     assert curves["keras3", False, False][-1] > 2 * curves["keras2", False, False][-1]
