@@ -65,8 +65,10 @@ def test_worked_example_catches_the_common_mistakes():
     wrong[ids] += dx
     assert not np.allclose(wrong, grads[0])
     np.testing.assert_allclose(wrong[1], grads[0][1] / 2, rtol=1e-14)
-    # dropping the 1/B of the mean loss doubles every gradient
-    assert not np.allclose(dz * worked_example.B, dz)
+    # dividing by n_b instead of L (unmasked model): right for review 0 (no padding), wrong for review 1
+    n = (ids != 0).sum(axis=1)
+    bug = (ids != 0)[:, :, None] * dpooled[:, None, :] / n[:, None, None]
+    assert np.allclose(bug[0], dx[0]) and not np.allclose(bug[1], dx[1])
 
 
 @pytest.mark.parametrize("variant", ["keras2", "keras3"])
