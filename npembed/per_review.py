@@ -4,15 +4,16 @@ fastText (``src/fasttext.cc``, ``FastText::supervised``; ``src/model.cc``, ``Mod
 takes one step per line: average the line's input rows, score, and move the output layer and
 every input row the line looked up, before it reads the next line.  For npembed's model
 ``Embedding(V, D, mask_zero=True) -> GlobalAveragePooling1D -> Dense(1)`` with sigmoid
-cross-entropy, review b with its n masked-in positions, label y, and c_r positions holding row r
-has the gradients (docs/gradients.md sections 3, 8 and 9, at B = 1)::
+cross-entropy, review b with its n masked-in ids id_1 .. id_n, label y, and c_r of its positions
+holding row r has the gradients (docs/gradients_appendix.md, the n-gram model and its SGD, at
+B = 1), with ``w_out`` (D,) and ``b_out`` the output Dense's kernel and bias::
 
-    h = (1/n) sum_t E[x_t]          z = h . k + c          e = sigmoid(z) - y = dloss/dz
-    g_k = e h        g_c = e        g_r = c_r e k / n      (every row of the review: along k)
+    pooled = (1/n) sum_i E[id_i]     z = pooled . w_out + b_out     dz = sigmoid(z) - y = dloss/dz
+    dw_out = dz pooled     db_out = dz     dE[r] = c_r dz w_out / n    (each row of the review: along w_out)
 
-- ``optimizers.SGD(per_review=True)``, fastText's own: ``w -= lr g`` for each (section 9);
-- ``optimizers.RowwiseAdagrad``: ``A_r += mean_j g_rj**2``, ``E[r] -= lr m_r g_r / (sqrt(A_r) + eps)``
-  per row (m_r its optional fixed rate multiplier, else 1), element-wise for k and c (section 11).
+- ``optimizers.SGD(per_review=True)``, fastText's own: ``weight -= lr * gradient`` for each;
+- ``optimizers.RowwiseAdagrad``: ``A_r += mean_j dE[r, j]**2``, ``E[r] -= lr dE[r] / (sqrt(A_r) + eps)``
+  per row, element-wise for w_out and b_out (docs/gradients_appendix.md, row-wise Adagrad).
 
 A batch of B reviews is B such steps in order, all at the rate ``optimizer.current_rate()`` of
 the batch.  ``review_sgd_reference`` and ``review_adagrad_reference`` are those definitions,
