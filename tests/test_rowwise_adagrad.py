@@ -64,7 +64,7 @@ def test_row_rates_multiply_each_rows_step_and_zero_freezes_a_row(kernel_backend
 
 
 def test_first_step_is_the_finite_difference_gradient_over_its_root_mean_square(kernel_backend):
-    """docs/gradients.md section 11: from A = 0, a held row r moves by lr * g_r / (rms(g_r) + eps)
+    """docs/gradients_appendix.md §6: from A = 0, a held row r moves by lr * g_r / (rms(g_r) + eps)
     (its summed gradient: a row held twice moves once, by its doubled gradient), each Dense entry
     by lr * g / (|g| + eps), about lr * sign(g); nothing else moves, only the held rows' A grow."""
     ids, labels = batch()

@@ -112,7 +112,7 @@ def test_per_review_float32_kernel_stays_close_to_float64(native_backend, optimi
 
 
 def test_one_review_step_is_minus_rate_times_the_finite_difference_gradient(kernel_backend):
-    """docs/gradients.md section 9: the step on review b is -lr * d loss_b / d weights."""
+    """docs/gradients_appendix.md §5: the step on review b is -lr * d loss_b / d weights."""
     ids, labels = batch()
     one, label = ids[1:2], labels[1:2]                           # a review with padding
     m = model(lr=0.5)
