@@ -208,10 +208,12 @@ def _compile(compiler: list[str], target: Path) -> None:
 def _run_compiler(command: list[str]) -> tuple[int, str]:
     """(exit status, stderr) of the compiler, run in its own process group: when npembed is
     interrupted (Ctrl-C, SIGTERM) or the compile passes 300 s, the whole group (the driver and
-    its cc1, as, ld) is killed before the exception goes on, so no compiler outlives npembed."""
+    its cc1, as, ld) is killed before the exception goes on, so no compiler outlives npembed.
+    Under SIGKILL nothing of npembed runs: the kernel kills the driver (``_die_with_parent``);
+    a cc1 already started finishes its file, and the next build removes the folder."""
     try:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
+                                   start_new_session=True, preexec_fn=_die_with_parent())
     except OSError as err:
         raise BuildError(f"could not run the C compiler ({' '.join(command)}): {err}") from err
     try:
@@ -222,6 +224,17 @@ def _run_compiler(command: list[str]) -> tuple[int, str]:
             raise BuildError(f"the C compiler took more than 300 s ({' '.join(command)})") from err
         raise
     return process.returncode, stderr
+
+
+def _die_with_parent():
+    """On Linux, a function for the child between fork and exec that asks the kernel to
+    SIGKILL it when npembed dies (PR_SET_PDEATHSIG): a SIGKILL of npembed leaves no compiler
+    driver running.  None elsewhere."""
+    if sys.platform != "linux":
+        return None
+    import ctypes                                  # only here: Linux's prctl
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGKILL)        # 1: PR_SET_PDEATHSIG
 
 
 def _kill_group(process: subprocess.Popen) -> None:
