@@ -21,7 +21,9 @@ What is equal, and how closely (tests/test_kernels.py tests exactly this):
   order (the C is compiled without fused multiply-add or fast-math), so weights, m and v are
   identical.  The forward's per-review token counts and the distinct rows are identical too.
 - **Within a bound**, where a sum is rounded in a different order:
-  the pooled forward (both sum in float64 and round once to float32): within 1 float32 ulp;
+  the pooled forward (both sum in float64, in different orders, and round once to float32):
+  within 1 float32 ulp (the float64 sums differ by at most about L 2^-53 sum|terms|, below one
+  float32 ulp unless the sum cancels to under L 2^-29 sum|terms|, L the review's length);
   the per-row gradient sums ``sums``/``squares`` of :func:`pooled_row_sums` (native: float64,
   rounded once; NumPy: a float32 matrix product of at most B terms per row):
   ``|native - numpy| <= (B + 1) u * sum_b c_b |g_b|`` with u = 2^-24 (float32's unit roundoff);
