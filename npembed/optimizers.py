@@ -200,7 +200,7 @@ class Adam:
         if self.variant == "lazy":
             kernels.adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, *constants)
             return
-        if self._scratch[index] is None and kernels.backend() == "numpy":
+        if self._scratch[index] is None and not kernels.uses_native(weight):
             self._scratch[index] = (np.empty_like(weight), np.empty_like(weight))
         kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, *constants,
                                  self._scratch[index])

@@ -17,8 +17,8 @@ B = 1), with ``w_out`` (D,) and ``b_out`` the output Dense's kernel and bias::
 
 A batch of B reviews is B such steps in order, all at the rate ``optimizer.current_rate()`` of
 the batch.  ``review_sgd_reference`` and ``review_adagrad_reference`` are those definitions,
-through the framework's own forward and backward; the native kernels (``native.c``,
-``review_steps``, one loop for both) do the same arithmetic in two passes per review (float64
+through the framework's own forward and backward; the native kernels (``csrc/review_steps.c``,
+``review_steps_sgd`` and ``review_steps_adagrad``) do the same arithmetic in two passes per review (float64
 sums, rounded once) and are held to them by the tests.  Unlike a batch step they change the
 weights as they go, so a non-finite loss is reported after the batch, not before.
 """
@@ -104,13 +104,13 @@ def review_step(model, ids, labels) -> tuple[float, np.ndarray]:
             optimizer.build(model.weights)
         optimizer.check_accumulators(model.weights)
     rate = optimizer.current_rate()
-    if kernels.backend() == "native":
+    table, kernel, bias = embedding.params["embeddings"], dense.params["kernel"], dense.params["bias"]
+    if kernels.uses_native(table) and not (adagrad and optimizer.row_rates is not None):
         from npembed import native
-        table, kernel, bias = embedding.params["embeddings"], dense.params["kernel"], dense.params["bias"]
         if adagrad:
             table_acc, kernel_acc, bias_acc = optimizer.accumulators
             logits, losses = native.review_adagrad(ids, ids != 0, labels, table, table_acc, kernel, kernel_acc,
-                                                   bias, bias_acc, rate, optimizer.epsilon, optimizer.row_rates)
+                                                   bias, bias_acc, rate, optimizer.epsilon)
         else:
             logits, losses = native.review_sgd(ids, ids != 0, labels, table, kernel, bias, rate)
     elif adagrad:

@@ -18,7 +18,7 @@ from npembed.gradcheck import numerical_gradient
 from npembed.optimizers import RowwiseAdagrad
 from npembed.per_review import review_adagrad_reference, review_step
 
-from test_sgd import D, V, batch        # few ids: rows repeat within and across reviews; padding
+from test_sgd import FLOAT32_STEPS, D, V, batch   # few ids: rows repeat within and across reviews; padding
 
 
 def model(dtype="float64", lr=0.3, decay_steps=None, seed=2, row_rates=None):
@@ -27,20 +27,18 @@ def model(dtype="float64", lr=0.3, decay_steps=None, seed=2, row_rates=None):
     return m
 
 
-@pytest.mark.parametrize("with_rates", [False, True])
-def test_native_kernel_equals_batch_one_framework_steps(native_backend, with_rates):
+def test_native_kernel_equals_batch_one_framework_steps(native_backend):
     ids, labels = batch()
-    rates = np.random.default_rng(4).uniform(0, 3, V) if with_rates else None
-    fast, slow = model(row_rates=rates), model(row_rates=rates)
+    fast, slow = model("float32"), model("float32")
     slow.optimizer.build(slow.weights)
     for _ in range(3):                                     # later steps divide by grown accumulators
         loss, logits = fast.train_step(ids, labels)
         ref_logits, ref_losses = review_adagrad_reference(slow, ids, labels.reshape(-1, 1), 0.3)
-        np.testing.assert_allclose(logits[:, 0], ref_logits, rtol=1e-13)
-        assert loss == pytest.approx(ref_losses.mean(), rel=1e-13)
-    # float64, a few dozen operations per entry: agreement to ~100 ulps, far below any real error
+        np.testing.assert_allclose(logits[:, 0], ref_logits, **FLOAT32_STEPS)
+        assert loss == pytest.approx(ref_losses.mean(), rel=1e-5)
+    # float32, a few dozen operations per entry and step (see FLOAT32_STEPS in test_sgd.py)
     for a, b in zip(fast.weights + fast.optimizer.accumulators, slow.weights + slow.optimizer.accumulators):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a, b, **FLOAT32_STEPS)
     assert fast.optimizer.iterations == 3
 
 
@@ -89,7 +87,7 @@ def test_first_step_is_the_finite_difference_gradient_over_its_root_mean_square(
 
 def test_rate_decays_per_batch(native_backend):
     ids, labels = batch()
-    m = model(lr=0.4, decay_steps=2)
+    m = model("float32", lr=0.4, decay_steps=2)
     assert m.optimizer.current_rate() == 0.4
     m.train_step(ids, labels)
     assert m.optimizer.current_rate() == pytest.approx(0.2)
@@ -109,13 +107,13 @@ def test_refuses_other_models_bad_ids_and_bad_options(native_backend):
     empty = ids.copy()
     empty[2] = 0
     with pytest.raises(ValueError, match="no token"):
-        model().train_step(empty, labels)
+        model("float32").train_step(empty, labels)
     outside = ids.copy()
     outside[3, 0] = V
-    untouched = model()
+    untouched = model("float32")
     with pytest.raises(ValueError, match="out of range"):
         untouched.train_step(outside, labels)
-    for a, b in zip(untouched.weights, model().weights):        # checked before any review moved
+    for a, b in zip(untouched.weights, model("float32").weights):   # checked before any review moved
         np.testing.assert_array_equal(a, b)
     for bad in (dict(learning_rate=0.0), dict(learning_rate=0.1, epsilon=0.0),
                 dict(learning_rate=0.1, decay_steps=0), dict(learning_rate=0.1, epsilon=float("inf"))):
