@@ -167,7 +167,7 @@ Raw numbers: `benchmarks/results/latest.json`.
 {_breakdown(f["npembed"])}
 
 The embedding's forward and backward and Adam's pass over the table run in C
-(`npembed/native.c`, see `docs/architecture.md`): Keras-exact Adam moves every one of the 131,249
+(`npembed/csrc/`, see `docs/architecture.md`): Keras-exact Adam moves every one of the 131,249
 parameters every step, one loop over w, m and v. The rest is NumPy on (10, 16) arrays and Python:
 the two dense layers, the loss, the optimizer's bookkeeping, a few dozen calls of a few
 microseconds each. The floor line counts the memory traffic a step cannot avoid (read and write
@@ -211,7 +211,7 @@ Against Keras's fastest epoch instead of its median, npembed's epoch is
 {f["npembed"]["epoch_seconds"]["median"] / f["keras"]["epoch_seconds"]["min"]:.3f}x. The lazy-Adam ratio has a thin margin: five runs of the same
 interleaved measurement on the final code (this one, and four runs of `benchmarks.worker` with
 the two lazy points and `"interleave": true`) gave 1.89x to 1.93x; before the last change to
-the row sums (`native.c`, two calls and direct writes for rows held by one review) six runs gave
+the row sums (`csrc/embedding.c`, two calls and direct writes for rows held by one review) six runs gave
 1.94x to 2.05x. At a million rows the step is bound by memory latency:
 each looked-up row of w, m and v is a separate cache miss (three per row, 256 bytes each at
 width 64). Keeping a row's m and v side by side in one (V, 2, D) array was tried: a standalone C
@@ -256,7 +256,7 @@ run fails. Then encoding all 50,000 reviews (ids checked equal), and `npembed pr
 empty cache in a fresh process (reading the archive, building, encoding, writing the cache).
 `encode 50,000 reviews: npembed` is `encode_texts` from scratch (the C module already built):
 cutting the reviews into tokens, splitting each distinct token into subwords and copying the ids
-of every occurrence, all in `native.c`. Inside `prepare` the train reviews' tokens are the ones
+of every occurrence, all in `csrc/tokenizer.c`. Inside `prepare` the train reviews' tokens are the ones
 the vocabulary is counted from, and the test reviews are cut into tokens by a helper process
 while the vocabulary is built; a cold `prepare` also compiles the C module (about a second, in a
 thread while the archive is read). Measured {results["date"][:10]} with `{results["command"]}` on

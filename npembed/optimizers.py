@@ -46,8 +46,8 @@ takes to be the model's dtype; ``1 - beta`` and epsilon are Python doubles conve
 to the weight's dtype.
 
 The three update lines (m, v, w; alpha comes from :meth:`Adam.step_size`) live once, in
-:func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast versions that the tests keep
-bit for bit equal to it.
+:func:`adam_update`; ``kernels.py`` and ``csrc/adam.c`` hold fast versions that the tests keep
+bit for bit equal to it, given the same gradient (``kernels.py`` says what else agrees, and how closely).
 
 Two more optimizers serve the n-gram model (``npembed train --ngrams``), neither a Keras one:
 :class:`SGD`, fastText's plain SGD with its linearly decaying rate, and :class:`RowwiseAdagrad`,
