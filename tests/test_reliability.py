@@ -413,3 +413,93 @@ def test_an_interrupted_run_takes_back_its_own_temporary_files(tmp_path):
             (out / f".checkpoint.npz.tmp-{os.getpid()}-abc").write_bytes(b"half")
             raise KeyboardInterrupt
     assert not out.exists() or not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+
+
+# ---------------------------------------------------------------- second pass (issue 22)
+def _memory_limited():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("argv, stdin, what", [(["--file", "/dev/zero"], None, "--file /dev/zero"),
+                                               (["-"], "yes", "standard input")])
+def test_predict_reads_its_input_with_a_limit(real_run, argv, stdin, what):
+    """`predict --file /dev/zero` read until the OOM killer came (24 GB): every input is read
+    in blocks up to 16 MiB (all reviews together), past which it is a message."""
+    command = [sys.executable, "-m", "npembed.cli", "predict", "--run", str(real_run), *argv]
+    feed = subprocess.Popen(["yes"], stdout=subprocess.PIPE) if stdin else None
+    try:
+        done = subprocess.run(command, stdin=feed.stdout if feed else subprocess.DEVNULL, capture_output=True,
+                              text=True, cwd=ROOT, timeout=60, preexec_fn=_memory_limited)
+    finally:
+        if feed:
+            feed.kill()
+            feed.wait()
+    assert done.returncode == errors.USAGE, done.stderr
+    assert f"{what} holds more than 16 MiB of review text" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_limit_counts_every_review_of_the_call(real_run, tmp_path, capsys):
+    half = tmp_path / "half.txt"
+    half.write_bytes(b"fine. " * ((9 << 20) // 6))
+    code, err = run_cli(capsys, "predict", "--run", real_run, "--file", half, "--file", half)
+    assert code == errors.USAGE and f"--file {half} holds more than 16 MiB" in err
+
+
+def _stopped_before_the_run_starts(monkeypatch, failure):
+    """train fails where the n-gram model caches its n-grams: after the data, before config.json."""
+    import npembed.training
+
+    def fail(*args, **kwargs):
+        raise failure
+    monkeypatch.setattr(npembed.training, "run_splits", fail)
+
+
+@pytest.mark.parametrize("failure", [cli.Terminated(15), OSError(28, "No space left on device", "/cache/x.npz")])
+def test_a_run_stopped_before_its_config_is_not_advised_to_resume(imdb, tmp_path, capsys, monkeypatch, failure):
+    """Issue 22 item 8: `--resume` was advised for a folder the failed start had just removed."""
+    _stopped_before_the_run_starts(monkeypatch, failure)
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--out", out, "--ngrams", "2", "--epochs", "1")
+    assert code in (128 + 15, errors.FILESYSTEM), err
+    assert not out.exists() and "--resume" not in err
+    assert "run the same command again" in err or "run the command again" in err
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(imdb, tmp_path, capsys, monkeypatch):
+    """docs/reliability.md promised it; ENOSPC from write or fsync carries no file name."""
+    import npembed.atomic
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(npembed.atomic.os, "fsync", full)
+    target = tmp_path / "config.json"
+    with pytest.raises(OSError) as raised:
+        atomic_write_text(target, "{}")
+    assert raised.value.errno == 28 and raised.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []                  # no temporary left
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--out", out, "--epochs", "1")
+    assert code == errors.FILESYSTEM and f"could not read or write {out}{os.sep}" in err, err
+    assert "No space left on device" in err and "--resume" not in err
+
+
+def test_names_near_the_255_byte_limit_are_written(tmp_path):
+    """`.<name>.tmp-<pid>-<random><suffix>` passed NAME_MAX for a target name of ~230 bytes."""
+    from npembed.atomic import atomic_write_with
+    for name in ("x" * 251 + ".png", "é" * 120 + ".tsv"):
+        atomic_write_with(tmp_path / name, lambda tmp: Path(tmp).write_bytes(b"data"))
+        assert (tmp_path / name).read_bytes() == b"data"
+    atomic_write_text(tmp_path / ("y" * 255), "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["x" * 251 + ".png", "é" * 120 + ".tsv", "y" * 255])
+    dead = tmp_path / (".%s.tmp-999999999-abc" % npembed_atomic_stem("y" * 255))
+    dead.write_bytes(b"half")
+    atomic_write_text(tmp_path / ("y" * 255), "again")
+    assert not dead.exists()
+
+
+def npembed_atomic_stem(name):
+    from npembed.atomic import _temporary_stem
+    return _temporary_stem(name)
