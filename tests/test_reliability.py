@@ -503,3 +503,103 @@ def test_names_near_the_255_byte_limit_are_written(tmp_path):
 def npembed_atomic_stem(name):
     from npembed.atomic import _temporary_stem
     return _temporary_stem(name)
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory):
+    """A cache built from the small synthetic archive: (archive, cache folder, data)."""
+    from npembed.datasets import load_imdb_subwords8k
+    folder = tmp_path_factory.mktemp("tampered")
+    archive = synthetic_archive(folder / "synthetic.tar.gz")
+    data = load_imdb_subwords8k(archive, cache_dir=folder / "cache", progress=False)
+    return archive, folder / "cache", data
+
+
+def _cut(arrays):
+    half = arrays["labels"].shape[0] // 2
+    end = arrays["offsets"][half]
+    return dict(arrays, ids=arrays["ids"][:end], offsets=arrays["offsets"][:half + 1],
+                labels=arrays["labels"][:half], keys=arrays["keys"][:half])
+
+
+def _edit(**change):
+    def edit(arrays):
+        arrays = {k: v.copy() for k, v in arrays.items()}
+        for name, how in change.items():
+            arrays[name] = how(arrays[name])
+        return arrays
+    return edit
+
+
+def _set(index, value):
+    def put(array):
+        array[index] = value
+        return array
+    return put
+
+
+TAMPERED = {
+    "a cut-down split": (_cut, "reviews, not"),
+    "offsets not monotone": (_edit(offsets=lambda o: np.concatenate([o[:1], o[2:3], o[1:2], o[3:]])), "offsets"),
+    "offsets past the ids": (_edit(offsets=_set(-1, 10 ** 9)), "offsets"),
+    "an id past the vocabulary": (_edit(ids=_set(3, 10 ** 6)), "ids outside"),
+    "a zero id": (_edit(ids=_set(0, 0)), "ids outside"),
+    "a label 2": (_edit(labels=_set(0, 2)), "labels other than 0 and 1"),
+    "a flipped label": (_edit(labels=lambda labels: 1 - labels), "disagree with the reviews' folders"),
+    "a review twice": (lambda arrays: _edit(keys=_set(1, arrays["keys"][0]),
+                                            labels=_set(1, arrays["labels"][0]))(arrays), "more than once"),
+    "a label missing": (_edit(labels=lambda labels: labels[:-1]), "disagree in shape"),
+    "float ids": (_edit(ids=lambda ids: ids.astype(np.float32)), "wrong types"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_a_tampered_cache_with_recomputed_checksums_is_refused(small_cache, tmp_path, case):
+    """Also found by issue 22: a split edited (its .sha256 recomputed) gave tracebacks, or was
+    trained on silently (cut down). The cache is checked for consistency on every load."""
+    from npembed.datasets import load_imdb_subwords8k
+    from npembed.datasets.cache import Cache
+    from npembed.datasets.sources import DataError
+    archive, cache_dir, _ = small_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    (folder,) = (copy / "imdb_subwords8k").iterdir()
+    tamper, message = TAMPERED[case]
+    with np.load(folder / "train.npz") as stored:
+        arrays = dict(stored)
+    arrays = tamper(arrays)
+    with open(folder / "train.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+    cache = Cache.__new__(Cache)
+    cache.folder = folder
+    cache.seal("train.npz")                                 # the checksum recomputed
+    with pytest.raises(DataError) as refused:
+        load_imdb_subwords8k(archive, cache_dir=copy, progress=False)
+    assert message in str(refused.value) and f"Delete the folder {folder}" in str(refused.value)
+
+
+def test_a_known_archive_has_its_review_counts_checked():
+    from npembed.datasets.batching import EncodedSplit
+    from npembed.datasets.cache import KNOWN_INPUTS, Cache, split_problem
+    split = EncodedSplit("train", np.array([1, 2, 3]), np.array([0, 1, 3]), np.array([0, 1], np.int8),
+                         np.array(["aclImdb/train/neg/0_1.txt", "aclImdb/train/pos/0_9.txt"]))
+    assert split_problem(split, vocab_size=4) is None
+    assert split_problem(split, vocab_size=4, expected_reviews=25_000) == "2 reviews, not 25,000"
+    assert Cache("/tmp/unused", next(iter(KNOWN_INPUTS))).expected_reviews == 25_000
+
+
+def test_a_tampered_ngram_cache_is_rebuilt_not_used(small_cache):
+    from npembed.datasets.ngrams import NgramCache, load_ngram_split, ngram_split
+    _, _, data = small_cache
+    vocab = data.encoder.vocab_size
+    first = load_ngram_split(data.train, 2, 1000, vocab, data.cache_folder)
+    cache = NgramCache(data.cache_folder, 2, 1000)
+    with np.load(cache.path("train.npz")) as stored:
+        arrays = dict(stored)
+    arrays["ids"][5] = vocab + 1000 + 7                     # a row past the table
+    with open(cache.path("train.npz"), "wb") as handle:
+        np.savez(handle, **arrays)
+    cache.seal("train.npz")
+    again = load_ngram_split(data.train, 2, 1000, vocab, data.cache_folder)
+    expected = ngram_split(data.train, 2, 1000, vocab)
+    assert np.array_equal(again.ids, expected.ids) and np.array_equal(first.ids, expected.ids)

@@ -68,11 +68,22 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
     cache = Cache(cache_dir, input_id)
     cached = {name: cache.load_split(name) for name in SPLITS}
     if cache.is_valid(VOCAB_FILE) and all(cached.values()):
-        encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
-        return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
+        return _from_cache(cache, cached, source)
 
     with cache.locked(on_wait=lambda holder: say(f"waiting for {holder}, which is writing the cache")):
         return _build(source, cache, vocab, say, workers)
+
+
+def _from_cache(cache: Cache, cached: dict, source: DataSource) -> ImdbSubwords8k:
+    """The cached data, its splits checked for consistency with the vocabulary (cache.py)."""
+    try:
+        encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
+    except (UnicodeDecodeError, ValueError, IndexError) as err:
+        raise DataError(f"cache file {cache.path(VOCAB_FILE)} is not a readable vocabulary ({err}): "
+                        f"delete the folder {cache.folder} and run the command again to rebuild it") from None
+    for name in SPLITS:
+        cache.check_split(cached[name], encoder.vocab_size)
+    return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
 
 
 def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter",
@@ -81,8 +92,7 @@ def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter
     built it, so look again first)."""
     cached = {name: cache.load_split(name) for name in SPLITS}
     if cache.is_valid(VOCAB_FILE) and all(cached.values()):
-        encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
-        return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
+        return _from_cache(cache, cached, source)
     say(f"reading reviews from {source.describe()}")
     compiling = _build_native_meanwhile()
     reviews = read_reviews(source)
