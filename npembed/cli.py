@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from npembed.errors import NpembedError
     import warnings
-    format_warning, handlers = warnings.formatwarning, _stop_on_termination()
+    format_warning, handlers, errors = warnings.formatwarning, _stop_on_termination(), _printable_output()
     # a warning is a line of the command's output, not a source location
     warnings.formatwarning = lambda message, *_, **__: f"npembed {args.command}: warning: {message}\n"
     try:
@@ -46,6 +46,21 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = format_warning
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        for stream, previous in errors.items():
+            stream.reconfigure(errors=previous)
+
+
+def _printable_output() -> dict:
+    """On a terminal that takes only some characters (PYTHONIOENCODING=ascii, a latin-1 locale),
+    print a subword or review it cannot show as an escape (\\xe9) instead of failing with
+    UnicodeEncodeError; returns the streams changed, with the error handler to put back."""
+    changed = {}
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if hasattr(stream, "reconfigure") and encoding not in ("utf8", "utf16", "utf32"):
+            changed[stream] = stream.errors
+            stream.reconfigure(errors="backslashreplace")
+    return changed
 
 
 class Terminated(KeyboardInterrupt):

@@ -603,3 +603,22 @@ def test_a_tampered_ngram_cache_is_rebuilt_not_used(small_cache):
     again = load_ngram_split(data.train, 2, 1000, vocab, data.cache_folder)
     expected = ngram_split(data.train, 2, 1000, vocab)
     assert np.array_equal(again.ids, expected.ids) and np.array_equal(first.ids, expected.ids)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_takes_only_ascii_gets_escapes_not_tracebacks(real_run, tmp_path, encoding):
+    """Also found by issue 22: PYTHONIOENCODING=ascii gave UnicodeEncodeError tracebacks for
+    every subword, review or file name outside ASCII (prepare's first subwords too, once a
+    vocabulary holds one)."""
+    review = tmp_path / "critique_été.txt"
+    review.write_text("un film très réussi ☺", encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    for argv in (["predict", "--run", real_run, "café ☺ great", "--file", review],
+                 ["neighbors", "--run", real_run, "café", "-k", "8000"],
+                 ["grads", "--run", real_run, "--text", "café ☺", "--no-keras"]):
+        done = subprocess.run([sys.executable, "-m", "npembed.cli", *map(str, argv)], env=env, cwd=ROOT,
+                              capture_output=True, text=True, encoding=encoding, errors="replace", timeout=300)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "caf\\xe9" in subprocess.run([sys.executable, "-m", "npembed.cli", "predict", "--run", str(real_run),
+                                         "café"], env={**env, "PYTHONIOENCODING": "ascii"}, cwd=ROOT,
+                                        capture_output=True, text=True).stdout
