@@ -101,7 +101,10 @@ def _after_interruption(args) -> str:
 def _resumable(args) -> bool:
     """Whether ``train``'s --out holds a run that --resume continues (its config.json is
     written only once the data and the n-grams are ready; a start stopped before is undone)."""
-    return (Path(args.out) / "config.json").is_file()
+    try:
+        return (Path(args.out) / "config.json").is_file()
+    except OSError:                         # a name too long, a loop: no run there either
+        return False
 
 
 def _run_again(args) -> str:

@@ -622,3 +622,39 @@ def test_a_terminal_that_takes_only_ascii_gets_escapes_not_tracebacks(real_run, 
     assert "caf\\xe9" in subprocess.run([sys.executable, "-m", "npembed.cli", "predict", "--run", str(real_run),
                                          "café"], env={**env, "PYTHONIOENCODING": "ascii"}, cwd=ROOT,
                                         capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and sparse files are POSIX")
+def test_data_and_vocab_that_are_not_regular_files_are_refused_at_once(tmp_path, capsys):
+    """Found by the second pass: `--data FIFO` blocked for ever reading its magic bytes;
+    `--vocab /dev/zero` (or a folder, a FIFO) was said not to exist; a 3 GB sparse `--vocab`
+    was read whole (57 s) after the reviews were read."""
+    fifo = tmp_path / "fifo.subwords"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.subwords").mkdir()
+    sparse = tmp_path / "sparse.subwords"
+    with open(sparse, "wb") as handle:
+        handle.truncate(3 << 30)
+    done = subprocess.run([sys.executable, "-m", "npembed.cli", "prepare", "--data", str(fifo), "--cache-dir",
+                           str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == errors.DATA and "is not a regular file or a folder" in done.stderr
+    for vocab in ("/dev/zero", fifo, tmp_path / "folder.subwords"):
+        code, err = run_cli(capsys, "prepare", "--vocab", vocab, "--cache-dir", tmp_path / "cache")
+        assert code == errors.DATA and f"--vocab {vocab} is not a regular file" in err, err
+    code, err = run_cli(capsys, "prepare", "--vocab", sparse, "--cache-dir", tmp_path / "cache")
+    assert code == errors.DATA and "holds more than 64 MiB: not a vocabulary file" in err
+    assert not (tmp_path / "cache").exists()                # refused before any work
+
+
+def test_a_huge_vocabulary_in_a_run_folder_is_damaged_not_read(damaged, capsys):
+    with open(damaged / "vocab.subwords", "r+b") as handle:
+        handle.truncate(3 << 30)
+    code, err = run_cli(capsys, "predict", "--run", damaged, "good")
+    assert code == errors.RUN and "vocab.subwords is damaged" in err and "64 MiB" in err
+
+
+def test_an_out_name_over_255_bytes_is_a_message(tmp_path, capsys):
+    """`train --out <256 bytes>` ended in two tracebacks (is_dir and is_file raise ENAMETOOLONG)."""
+    out = tmp_path / ("L" * 256)
+    code, err = run_cli(capsys, "train", "--out", out, "--epochs", "1")
+    assert code == errors.FILESYSTEM and "File name too long" in err and "--resume" not in err

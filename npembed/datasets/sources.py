@@ -83,6 +83,9 @@ def resolve_source(data: str | os.PathLike | None = None) -> DataSource:
             raise DataError(f"folder {path} is not in the aclImdb layout: missing "
                             f"{', '.join(missing)} (expected aclImdb/{{train,test}}/{{pos,neg}}/*.txt)")
         return DataSource("folder", path)
+    if not path.is_file():                  # a pipe would block the read below for ever
+        raise DataError(f"data path {path} is not a regular file or a folder (a device, pipe or "
+                        "socket): pass an aclImdb .tar.gz archive, an extracted aclImdb/ folder, or 'tfds'")
     with open(path, "rb") as handle:
         magic = handle.read(2)
     if magic != b"\x1f\x8b":
