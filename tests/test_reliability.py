@@ -658,3 +658,25 @@ def test_an_out_name_over_255_bytes_is_a_message(tmp_path, capsys):
     out = tmp_path / ("L" * 256)
     code, err = run_cli(capsys, "train", "--out", out, "--epochs", "1")
     assert code == errors.FILESYSTEM and "File name too long" in err and "--resume" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs are POSIX")
+def test_reviews_that_cannot_be_reviews_are_refused_not_read(tmp_path):
+    """An archive member or folder file of gigabytes (a gzip bomb decompresses to them) was read
+    whole into memory; a FIFO named like a review blocked `prepare` for ever."""
+    from conftest import make_aclimdb_archive, tiny_corpus
+    from npembed.datasets import load_imdb_subwords8k
+    from npembed.datasets.sources import DataError
+    corpus = tiny_corpus()
+    corpus["train/pos/99_9.txt"] = b"good " * (1 << 19)                    # 2.5 MB
+    bomb = make_aclimdb_archive(tmp_path / "bomb.tar.gz", corpus)
+    with pytest.raises(DataError, match="99_9.txt holds 2,621,440 bytes, not a review"):
+        load_imdb_subwords8k(bomb, cache_dir=tmp_path / "cache", progress=False)
+    folder = tmp_path / "aclImdb"
+    for name, text in tiny_corpus().items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(text)
+    os.mkfifo(folder / "test" / "neg" / "98_1.txt")
+    done = subprocess.run([sys.executable, "-m", "npembed.cli", "prepare", "--data", str(folder), "--cache-dir",
+                           str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == errors.DATA and "98_1.txt is not a regular file" in done.stderr
