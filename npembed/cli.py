@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from npembed.errors import NpembedError
     import warnings
-    format_warning, handlers = warnings.formatwarning, _stop_on_termination()
+    format_warning, handlers, errors = warnings.formatwarning, _stop_on_termination(), _printable_output()
     # a warning is a line of the command's output, not a source location
     warnings.formatwarning = lambda message, *_, **__: f"npembed {args.command}: warning: {message}\n"
     try:
@@ -40,13 +40,27 @@ def main(argv: list[str] | None = None) -> int:
         from npembed.errors import FILESYSTEM
         where = f" {err.filename}" if err.filename else ""
         print(f"npembed {args.command}: error: could not read or write{where}: {err.strerror or err}. "
-              "Fix the location (space, permissions) and run the command again; a training run "
-              "resumes with --resume.", file=sys.stderr)
+              f"Fix the location (space, permissions) and {_run_again(args)}", file=sys.stderr)
         return FILESYSTEM
     finally:
         warnings.formatwarning = format_warning
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        for stream, previous in errors.items():
+            stream.reconfigure(errors=previous)
+
+
+def _printable_output() -> dict:
+    """On a terminal that takes only some characters (PYTHONIOENCODING=ascii, a latin-1 locale),
+    print a subword or review it cannot show as an escape (\\xe9) instead of failing with
+    UnicodeEncodeError; returns the streams changed, with the error handler to put back."""
+    changed = {}
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if hasattr(stream, "reconfigure") and encoding not in ("utf8", "utf16", "utf32"):
+            changed[stream] = stream.errors
+            stream.reconfigure(errors="backslashreplace")
+    return changed
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,11 +89,28 @@ def _stop_on_termination() -> dict:
 
 def _after_interruption(args) -> str:
     if args.command == "train":
+        if not _resumable(args):
+            return f"No run was started in {args.out}: run the same command again to start it."
         return (f"Nothing is lost: `npembed train --out {args.out} --resume` continues from the last "
                 "finished epoch.")
     if args.command == "prepare":
         return "Nothing half-written is used: run it again to finish the cache."
     return "Nothing was changed."
+
+
+def _resumable(args) -> bool:
+    """Whether ``train``'s --out holds a run that --resume continues (its config.json is
+    written only once the data and the n-grams are ready; a start stopped before is undone)."""
+    try:
+        return (Path(args.out) / "config.json").is_file()
+    except OSError:                         # a name too long, a loop: no run there either
+        return False
+
+
+def _run_again(args) -> str:
+    if args.command == "train" and _resumable(args):
+        return f"continue with `npembed train --out {args.out} --resume`."
+    return "run the command again."
 
 
 def _check_environment() -> None:
@@ -175,10 +206,14 @@ def cmd_predict(args) -> None:
         print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {label}")
 
 
+MAX_REVIEW_BYTES = 16 << 20     # all reviews of one `predict` together; an IMDB review is under 14 kB
+
+
 def _review_texts(args) -> list[tuple[str, str]]:
-    """(label to print, text) of each review: TEXT arguments, '-' for stdin, --file PATH."""
+    """(label to print, text) of each review: TEXT arguments, '-' for stdin, --file PATH; all
+    together at most MAX_REVIEW_BYTES (``--file /dev/zero`` is a message, not the OOM killer)."""
     from npembed.errors import UsageError
-    reviews = []
+    reviews, budget = [], [MAX_REVIEW_BYTES]
     if args.texts.count("-") > 1:
         raise UsageError("'-' (standard input) is given more than once: it holds one review; pass "
                          "the others as TEXT or --file PATH")
@@ -187,12 +222,16 @@ def _review_texts(args) -> list[tuple[str, str]]:
             if sys.stdin is None:
                 raise UsageError("'-' reads a review from standard input, which is closed: pipe the "
                                  "review in, or pass it as TEXT or --file PATH")
-            reviews.append(("<stdin>", _decode(sys.stdin.buffer.read(), "standard input")))
+            reviews.append(("<stdin>", _decode(_read_limited(sys.stdin.buffer, "standard input", budget),
+                                               "standard input")))
         else:                               # undo Python's surrogateescape of non-UTF-8 argv bytes
-            reviews.append((None, _decode(os.fsencode(text), f"argument {text!r}")))
+            data = os.fsencode(text)
+            budget[0] -= len(data)
+            reviews.append((None, _decode(data, f"argument {text!r}")))
     for path in args.file or []:
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb") as handle:
+                data = _read_limited(handle, f"--file {path}", budget)
         except OSError as err:
             raise UsageError(f"cannot read --file {path}: {err.strerror}") from None
         reviews.append((path, _decode(data, f"--file {path}")))
@@ -204,6 +243,25 @@ def _review_texts(args) -> list[tuple[str, str]]:
             raise UsageError(f"{'a TEXT argument' if label is None else label} is empty or only "
                              "whitespace: there is nothing to predict")
     return [(label or repr(text if len(text) <= 80 else text[:77] + "..."), text) for label, text in reviews]
+
+
+def _read_limited(handle, what: str, budget: list[int]) -> bytes:
+    """Read ``handle`` to its end in 1 MiB blocks (a signal is handled between two), refusing
+    past ``budget[0]`` bytes, which is lowered by what was read."""
+    from npembed.errors import UsageError
+    blocks, size = [], 0
+    while True:
+        block = handle.read(min(1 << 20, max(budget[0] - size, 0) + 1))
+        if not block:
+            break
+        blocks.append(block)
+        size += len(block)
+        if size > budget[0]:
+            raise UsageError(f"{what} holds more than {MAX_REVIEW_BYTES >> 20} MiB of review text "
+                             "(all reviews of one call together): pass reviews of ordinary length, "
+                             "not a device or a large file")
+    budget[0] -= size
+    return b"".join(blocks)
 
 
 def _decode(data: bytes, what: str) -> str:
