@@ -7,7 +7,8 @@ NumPy; TensorFlow, tensorflow-datasets and matplotlib are imported lazily where 
 """
 from npembed import gradcheck, initializers, layers, losses, metrics, optimizers
 from npembed.loop import Callback, History
-from npembed.model import NonFiniteLossError, Sequential
+from npembed.errors import NonFiniteLossError
+from npembed.model import Sequential
 from npembed.sparse import IndexedSlices
 
 __version__ = "0.1.0"

@@ -88,3 +88,15 @@ def check_no_empty_rows(token_counts: np.ndarray) -> None:
         raise ValueError(f"row {int(empty[0])} of the batch is all padding: with mask_zero=True its "
                          "average over non-padding tokens is undefined (Keras gives NaN); "
                          "drop empty reviews before batching")
+
+
+def is_number(value) -> bool:
+    """True for an int or float (Python or NumPy), False for a bool and anything else."""
+    return (not isinstance(value, (bool, np.bool_))
+            and isinstance(value, (int, float, np.integer, np.floating)))
+
+
+def check_number(what: str, value) -> None:
+    """TypeError unless ``value`` is a number and not a bool (``True`` would pass as 1)."""
+    if not is_number(value):
+        raise TypeError(f"{what} must be a number, got {value!r}")

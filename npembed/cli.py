@@ -370,8 +370,7 @@ def _parser() -> argparse.ArgumentParser:
                           "step per review: rowwise-adagrad, Adagrad with one accumulator per embedding "
                           "row; sgd, fastText's plain SGD, its rate decaying linearly to 0 over the run "
                           "(npembed/optimizers.py)")
-    sub.add_argument("--adam", dest="adam_variant", choices=[*Adam.VARIANTS, *Adam.ALIASES],
-                     metavar="{" + ",".join(Adam.VARIANTS) + "}",
+    sub.add_argument("--adam", dest="adam_variant", choices=Adam.VARIANTS,
                      help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "
                           "Adam); keras3: Keras 3's, which squares each embedding slice before "
                           "summing; lazy: updates only the looked-up rows (npembed/optimizers.py)")

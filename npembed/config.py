@@ -51,9 +51,6 @@ class TrainConfig:
                                      # train on all of them, no validation (a refit for chosen --epochs)
 
     def __post_init__(self):
-        # runs started before the variants were named by their Keras say "keras" or "textbook"
-        if isinstance(self.adam_variant, str):
-            self.adam_variant = npembed.optimizers.Adam.ALIASES.get(self.adam_variant, self.adam_variant)
         if self.ngrams:
             self.mask = True         # implied: padding must not dilute the bag's average
 
@@ -202,7 +199,7 @@ def build_model(config: TrainConfig, vocab_size: int, steps_per_epoch: int | Non
                                    hidden_units=config.hidden_units, mask_zero=config.mask, seed=config.seed)
     if config.optimizer == "sgd":
         decay = config.epochs * steps_per_epoch if steps_per_epoch else None
-        optimizer = npembed.optimizers.SGD(learning_rate=config.learning_rate, decay_steps=decay, per_review=True)
+        optimizer = npembed.optimizers.SGD(learning_rate=config.learning_rate, decay_steps=decay)
     elif config.optimizer == "rowwise-adagrad":       # constant rate: A_r already shrinks the steps
         optimizer = npembed.optimizers.RowwiseAdagrad(learning_rate=config.learning_rate)
     else:

@@ -23,10 +23,11 @@ import numpy as np
 
 from npembed.atomic import atomic_write_text
 from npembed.checkpoint import check_arrays, load_checkpoint, save_checkpoint
-from npembed.config import TrainConfig, build_model
+from npembed import kernels, per_review
+from npembed.config import PER_REVIEW, TrainConfig, build_model
 from npembed.errors import DivergedError, RunFolderError, UsageError
 from npembed.loop import Callback, History
-from npembed.model import NonFiniteLossError
+from npembed.errors import NonFiniteLossError
 from npembed.runfolder import (CHECKPOINT, CONFIG, WEIGHTS, check_vocabulary, load_run, read_config,
                                training_lock, write_run_start)
 
@@ -92,6 +93,7 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     if resume and (out / CHECKPOINT).is_file():
         state, extra = load_checkpoint(out / CHECKPOINT, model)
         initial_epoch = state["epoch"]
+        _note_backend(progress, out, state.get("kernels"))
         if config.epochs < initial_epoch:
             raise UsageError(f"--epochs {config.epochs} is fewer than the {initial_epoch} epochs run "
                              f"{out} has done: pass --epochs {initial_epoch} or more")
@@ -122,7 +124,8 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     try:
         model.fit(train_batches, epochs=config.epochs, validation_data=val_batches,
                   validation_steps=config.validation_steps, steps_per_epoch=config.steps_per_epoch,
-                  callbacks=callbacks, initial_epoch=initial_epoch, verbose=0, history=history)
+                  callbacks=callbacks, initial_epoch=initial_epoch, verbose=0, history=history,
+                  step=per_review.train_step if config.optimizer in PER_REVIEW else None)
     except NonFiniteLossError as err:
         if (out / CHECKPOINT).is_file():
             kept = f"the checkpoint of the last good epoch is kept in {out / CHECKPOINT}"
@@ -139,6 +142,15 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
 
 
 VALIDATION_SEED = 0
+
+
+def _note_backend(progress: bool, out: Path, written_with: str | None) -> None:
+    """One line when the checkpoint was written under the other kernel backend: the two agree
+    within a few ulps per step, not bit for bit, so the resumed run will not be bit-identical."""
+    if written_with is not None and written_with != kernels.backend():
+        _say(progress, f"note: {out} was trained so far with the {written_with} kernels and resumes "
+                       f"with the {kernels.backend()} ones; the result will be close but not "
+                       "bit-identical to a run on one backend")
 
 
 def set_nb_rates(model, train_split) -> None:
