@@ -101,7 +101,8 @@ class Sequential:
         return [w.copy() for w in self.weights]
 
     def set_weights(self, new_weights: Sequence[np.ndarray]) -> None:
-        """Copy weights in (Keras order), checking count and shapes; cast to the model's dtype."""
+        """Copy weights in (Keras order), cast to the model's dtype.  Every array is checked first
+        (count, shape, numbers that stay finite in the model's dtype), so a refusal changes none."""
         current = self.weights
         if isinstance(new_weights, np.ndarray) or not isinstance(new_weights, Sequence):
             raise TypeError(f"set_weights takes a list of {len(current)} arrays ({self.weight_names}), "
@@ -109,11 +110,10 @@ class Sequential:
         if len(new_weights) != len(current):
             raise ValueError(f"set_weights got {len(new_weights)} arrays, the model has "
                              f"{len(current)}: {self.weight_names}")
-        for name, old, new in zip(self.weight_names, current, new_weights):
-            if np.shape(new) != old.shape:
-                raise ValueError(f"set_weights: {name} has shape {old.shape}, got {np.shape(new)}")
-        for old, new in zip(current, new_weights):
-            old[...] = np.asarray(new, dtype=self.dtype)
+        converted = [_checked_weight(name, old.shape, new, self.dtype)
+                     for name, old, new in zip(self.weight_names, current, new_weights)]
+        for old, new in zip(current, converted):          # every array checked before any is written
+            old[...] = new
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
@@ -209,6 +209,22 @@ def _check_shapes(layers: Sequence[Layer]) -> None:
             hint = (": put GlobalAveragePooling1D() (or another layer that reduces the time axis) "
                     "after the Embedding") if len(shape) == 3 else ""
             raise ValueError(f"Sequential: layer {position} ({layer.name}): {err}{hint}") from None
+
+
+def _checked_weight(name: str, shape: tuple, value, dtype: np.dtype) -> np.ndarray:
+    """``value`` as an array of ``dtype``, or ValueError: another shape, not numbers, or NaN,
+    inf or a value beyond ``dtype``'s range (1e39 is inf in float32)."""
+    if np.shape(value) != shape:
+        raise ValueError(f"set_weights: {name} has shape {shape}, got {np.shape(value)}")
+    value = np.asarray(value)
+    if value.dtype.kind not in "iuf":
+        raise TypeError(f"set_weights: {name} must hold numbers, got dtype {value.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = value.astype(dtype)
+    if not np.all(np.isfinite(converted)):
+        raise ValueError(f"set_weights: {name} holds NaN, inf or values beyond {np.dtype(dtype).name}'s "
+                         f"range (largest {np.finfo(dtype).max:.3g}); no weight was changed")
+    return converted
 
 
 def _uniquify_layer_names(layers: Sequence[Layer]) -> None:

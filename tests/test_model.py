@@ -165,9 +165,7 @@ def test_non_finite_loss_stops_without_touching_weights(small_batch):
     ids, labels = small_batch
     model = small_model(dtype="float32")
     model.compile()
-    weights = model.get_weights()
-    weights[0][ids[0, 0]] = np.nan
-    model.set_weights(weights)
+    model.weights[0][ids[0, 0]] = np.nan              # set_weights refuses NaN: write the live array
     before = model.get_weights()
     with pytest.raises(npembed.NonFiniteLossError, match="the loss is nan"):
         model.train_on_batch(ids, labels)
@@ -201,3 +199,20 @@ def test_the_training_step_imports_no_data_code():
             "print(sorted(m for m in sys.modules if m.startswith('npembed.datasets')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_set_weights_checks_every_array_before_writing_any():
+    """Issue 22 item 6: a bad later array (NaN, inf, beyond float32, a wrong shape) leaves the
+    earlier weights as they were."""
+    model = npembed.tutorial_model(vocab_size=30, embedding_dim=4, hidden_units=3, seed=0)
+    before = model.get_weights()
+    for position, bad in ((4, np.array([np.nan])), (2, np.full((3, 1), np.inf)),
+                          (4, np.array([1e39])), (3, np.zeros(2))):
+        weights = [w + 1 for w in before]
+        weights[position] = bad
+        with pytest.raises(ValueError, match="set_weights"):
+            model.set_weights(weights)
+        for kept, live in zip(before, model.weights):
+            np.testing.assert_array_equal(kept, live)
+    model.set_weights([w + 1 for w in before])
+    np.testing.assert_array_equal(model.weights[0], before[0] + 1)
