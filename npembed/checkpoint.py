@@ -143,7 +143,7 @@ def _load_optimizer_state(path, arrays: dict, document: dict, model) -> None:
     try:
         optimizer.load_state(state, model.weights)
     except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: {err}: the file is damaged or was written for another model") from err
+        raise CheckpointError(f"{path}: {err}") from err
 
 
 def _check_progress(path, document: dict) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from npembed.errors import UsageError
+
 
 def check_token_ids(ids, input_dim: int) -> np.ndarray:
     """Return ``ids`` as an integer array of shape (batch, seq_len), or raise (no copy for an
@@ -100,3 +102,10 @@ def check_number(what: str, value) -> None:
     """TypeError unless ``value`` is a number and not a bool (``True`` would pass as 1)."""
     if not is_number(value):
         raise TypeError(f"{what} must be a number, got {value!r}")
+
+
+def check_int_option(name: str, value, low: int, high: int | None = None) -> None:
+    """``errors.UsageError`` naming ``--name`` unless ``value`` is an int (not a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise UsageError(f"--{name.replace('_', '-')} must be an integer {bound}, got {value!r}")

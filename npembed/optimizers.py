@@ -291,8 +291,8 @@ class SGD:
 
     for every weight; for the pooled embedding (``sparse.PooledSlices``) ``g`` is never formed:
     ``kernels.sgd_pooled_rows`` subtracts ``lr_t * g[b]`` at each looked-up position, which is
-    ``lr_t * dE`` summed (docs/gradients.md, section 9).  No state but the step count:
-    ``state()`` is ``{"iterations": t}``.
+    ``lr_t * dE`` summed (docs/gradients.md, section 9).  No state but the step count and its
+    schedule: ``state()`` is ``{"iterations": t, "decay_steps": decay_steps}``.
 
     The gradient is the batch mean's (the loss is a mean over B reviews), so a rate ``lr`` at
     batch B moves a row of one review as far as fastText's per-review rate ``lr / B``.
@@ -341,13 +341,22 @@ class SGD:
         return result
 
     def state(self) -> dict:
-        return {"iterations": self.iterations}
+        """The step count and the schedule it belongs to (``decay_steps``; None: constant)."""
+        return {"iterations": self.iterations, "decay_steps": self.decay_steps}
 
     def load_state(self, state: Mapping, weights: Sequence[np.ndarray] | None = None) -> None:
-        extra = sorted(set(state) - {"iterations"})
+        """Take back :meth:`state`; ValueError for a state of another schedule: a rate that
+        decayed towards 0 over N steps cannot go on as if it had decayed over M."""
+        extra = sorted(set(state) - {"iterations", "decay_steps"})
         if extra:
-            raise ValueError(f"SGD keeps only its step count; this state also holds {extra}")
-        self.iterations = _iterations("SGD", state)
+            raise ValueError(f"SGD keeps only its step count and schedule; this state also holds {extra}")
+        iterations, decay = _iterations("SGD", state), state.get("decay_steps")
+        if decay != self.decay_steps:
+            raise ValueError(f"its SGD rate decays linearly to 0 over {decay} steps, this run's over "
+                             f"{self.decay_steps}: a decaying schedule cannot be stretched without "
+                             "giving a different result than a run planned for the new length. Resume "
+                             "with the run's own --epochs, or start a new run with the --epochs you want")
+        self.iterations = iterations
 
 
 class RowwiseAdagrad:
@@ -474,5 +483,3 @@ class RowwiseAdagrad:
             raise ValueError("an Adagrad accumulator is negative")
         self.iterations, self.accumulators = iterations, accumulators
 
-
-OPTIMIZERS = {"Adam": Adam, "SGD": SGD, "RowwiseAdagrad": RowwiseAdagrad}

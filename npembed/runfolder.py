@@ -2,7 +2,7 @@
 
     config.json        the run's options, plus the size and checksum of its vocabulary
     vocab.subwords     the vocabulary the run was trained on (written when the run starts)
-    checkpoint.npz     weights, Adam state, epoch, history (atomic, every epoch)
+    checkpoint.npz     weights, optimizer state, epoch, history (atomic, every epoch)
     weights.npz        the final weights (Keras order), written when the run finishes
     .lock              held (flock) by the process training into the folder
 
@@ -108,6 +108,8 @@ def read_config(run: Path) -> tuple[TrainConfig, dict]:
         config = TrainConfig.from_json(document)
     except (UsageError, TypeError) as err:
         raise DamagedFileError(f"{path} is damaged: {err}") from err
+    except RunFolderError as err:                   # a format this npembed no longer reads
+        raise RunFolderError(f"{path}: {err}") from err
     return config, recorded
 
 

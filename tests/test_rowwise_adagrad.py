@@ -125,33 +125,27 @@ def test_refuses_other_models_bad_ids_and_bad_options(native_backend):
 def test_options_are_checked():
     from npembed.config import TrainConfig
     from npembed.errors import UsageError
-    with pytest.raises(UsageError, match="--nb-rates .* --optimizer rowwise-adagrad"):
-        TrainConfig.for_ngrams(optimizer="adam", nb_rates=True).validate()
-    with pytest.raises(UsageError, match="--nb-rates"):
-        TrainConfig(nb_rates=True).validate()
-    TrainConfig.for_ngrams(nb_rates=True).validate()
-    for bad in (np.array([1.0, -0.5]), np.array([np.nan]), np.ones((2, 2))):
-        with pytest.raises(ValueError, match="row_rates"):
-            RowwiseAdagrad(0.1, row_rates=bad)
-    with pytest.raises(UsageError, match="--optimizer rowwise-adagrad .* --ngrams N"):
+    with pytest.raises(UsageError, match="--optimizer rowwise-adagrad .* --model ngrams"):
         TrainConfig(optimizer="rowwise-adagrad").validate()
     with pytest.raises(UsageError, match="--hidden-units 0"):
-        TrainConfig.for_ngrams(optimizer="rowwise-adagrad", hidden_units=4).validate()
-    TrainConfig.for_ngrams(optimizer="rowwise-adagrad").validate()
+        TrainConfig.for_model("ngrams", optimizer="rowwise-adagrad", hidden_units=4).validate()
+    TrainConfig.for_model("ngrams", optimizer="rowwise-adagrad").validate()
+    with pytest.raises(UsageError, match="'nb_rates' is not an option"):
+        TrainConfig.for_model("ngrams", nb_rates=True)
+    with pytest.raises(TypeError):
+        RowwiseAdagrad(0.1, row_rates=np.ones(V))                  # --nb-rates left the product
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights_and_accumulators(imdb, tmp_path):
-    """--optimizer rowwise-adagrad --nb-rates end to end on real reviews: a run killed mid-epoch
-    and resumed from its checkpoint ends bit for bit where an uninterrupted one does, which it
-    could not if the checkpoint dropped the accumulators or the step count, or if the resumed
-    run's per-row rates differed."""
+    """--optimizer rowwise-adagrad end to end on real reviews: a run killed mid-epoch and resumed
+    from its checkpoint ends bit for bit where an uninterrupted one does, which it could not if
+    the checkpoint dropped the accumulators or the step count."""
     from npembed.checkpoint import load_checkpoint, save_checkpoint, CheckpointError
     from npembed.config import TrainConfig, build_model
     from npembed.training import train
     from test_training import InterruptAt
-    config = TrainConfig.for_ngrams(ngrams=2, buckets=50_000, epochs=2, steps_per_epoch=40,
-                                    validation_reviews=500, optimizer="rowwise-adagrad", learning_rate=0.2,
-                                    nb_rates=True)     # the resumed run recomputes the same rates
+    config = TrainConfig.for_model("ngrams", ngrams=2, buckets=50_000, epochs=2, steps_per_epoch=40,
+                                    validation_reviews=500, optimizer="rowwise-adagrad", learning_rate=0.2)
     whole = train(config, tmp_path / "whole", data=imdb, progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "cut", data=imdb, progress=False, extra_callbacks=[InterruptAt(1, 15)])
@@ -232,15 +226,15 @@ def test_a_checkpoint_of_another_optimizer_or_without_accumulators_is_refused(tm
 
 
 def test_each_optimizer_gets_the_rate_its_search_chose():
-    from npembed.config import NGRAM_RATES, TrainConfig
-    documented = TrainConfig.for_ngrams()
-    assert not documented.nb_rates and documented.learning_rate == NGRAM_RATES["rowwise-adagrad", False] == 0.1
-    assert TrainConfig.for_ngrams(nb_rates=True).learning_rate == 0.4
+    from npembed.config import TrainConfig
+    from npembed.models.ngrams import RATES
+    documented = TrainConfig.for_model("ngrams")
+    assert documented.learning_rate == RATES["rowwise-adagrad"] == 0.1
     for optimizer, rate in (("adam", 0.01), ("sgd", 1.0)):
-        config = TrainConfig.for_ngrams(optimizer=optimizer)
-        assert (config.learning_rate, config.nb_rates) == (rate, False)
+        config = TrainConfig.for_model("ngrams", optimizer=optimizer)
+        assert config.learning_rate == rate
         config.validate()
-    hidden = TrainConfig.for_ngrams(hidden_units=16)
+    hidden = TrainConfig.for_model("ngrams", hidden_units=16)
     assert (hidden.optimizer, hidden.learning_rate) == ("adam", 0.01)
     hidden.validate()
-    assert TrainConfig.for_ngrams(optimizer="adam", learning_rate=0.3).learning_rate == 0.3
+    assert TrainConfig.for_model("ngrams", optimizer="adam", learning_rate=0.3).learning_rate == 0.3

@@ -187,8 +187,8 @@ def test_sgd_options_are_checked():
     with pytest.raises(UsageError, match="--optimizer sgd"):
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(UsageError, match="--optimizer must be"):
-        TrainConfig.for_ngrams(optimizer="adagrad").validate()
-    TrainConfig.for_ngrams(optimizer="sgd").validate()
+        TrainConfig.for_model("ngrams", optimizer="adagrad").validate()
+    TrainConfig.for_model("ngrams", optimizer="sgd").validate()
     with pytest.raises(ValueError):
         SGD(0.0)
     with pytest.raises(ValueError):
