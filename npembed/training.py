@@ -291,7 +291,8 @@ class _ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
         summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-        print(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.1f}s (training {training:.2f}s, "
+        # one precision for both: rounding keeps the part (training) no larger than the total
+        print(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.2f}s (training {training:.2f}s, "
               f"{1000 * training / self.steps:.2f} ms/step) - {summary}", flush=True)
 
 

@@ -284,3 +284,29 @@ def test_train_help_shows_the_models_and_no_experiments(capsys):
     text = capsys.readouterr().out
     assert "--model {tutorial,ngrams}" in text and "--model ngrams:" in text and "--buckets" in text
     assert "--nb-init" not in text and "--nb-rates" not in text
+
+
+def test_vocabulary_search_prints_one_progress_line(capsys, monkeypatch):
+    """The 16 candidates of the min_count search share one line, rewritten in place on a
+    terminal, and print nothing into a log; the next message starts on a line of its own."""
+    from npembed.datasets.imdb import _Reporter
+    say = _Reporter(True)
+    for quiet in (True, False):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: not quiet)
+        for candidate in range(16):
+            say.detail(f"min_count={candidate}: vocab_size={8000 + candidate}")
+        say("vocabulary built")
+        err = capsys.readouterr().err
+        assert err.count("\n") == (1 if quiet else 2) and err.endswith("\nnpembed: vocabulary built\n"[quiet:])
+        assert err.count("min_count=") == (0 if quiet else 16) and err.count("\r") == (0 if quiet else 16)
+
+
+def test_the_epoch_line_never_shows_a_total_below_its_training_time(monkeypatch, capsys):
+    from npembed import training
+    bar = training._ProgressBar(steps=10, epochs=10)
+    bar.bar, bar.start, bar.trained = None, 100.0, 100.706      # epoch start, its last step
+    monkeypatch.setattr(training.time, "perf_counter", lambda: 100.7062)     # the epoch's end
+    bar.on_epoch_end(0, {"loss": 0.5})
+    line = capsys.readouterr().out
+    total, training_seconds = float(line.split(" - ")[1].split("s")[0]), float(line.split("training ")[1].split("s")[0])
+    assert training_seconds <= total, line
