@@ -25,6 +25,7 @@ import numpy as np
 
 from npembed import kernels
 from npembed.atomic import atomic_save_npz
+from npembed.checks import is_integer
 from npembed.errors import DamagedFileError
 
 FORMAT = 2
@@ -148,8 +149,7 @@ def _load_optimizer_state(path, arrays: dict, document: dict, model) -> None:
 
 def _check_progress(path, document: dict) -> None:
     epoch, iterations, history = document.get("epoch"), document.get("iterations"), document.get("history")
-    valid = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1
-             and isinstance(iterations, int) and not isinstance(iterations, bool) and iterations >= 0
+    valid = (is_integer(epoch) and epoch >= 1 and is_integer(iterations) and iterations >= 0
              and isinstance(history, dict)
              and all(isinstance(values, list) and len(values) == epoch for values in history.values()))
     if not valid:

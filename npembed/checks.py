@@ -92,6 +92,11 @@ def check_no_empty_rows(token_counts: np.ndarray) -> None:
                          "drop empty reviews before batching")
 
 
+def is_integer(value) -> bool:
+    """True for an int (Python or NumPy), False for a bool and anything else."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
 def is_number(value) -> bool:
     """True for an int or float (Python or NumPy), False for a bool and anything else."""
     return (not isinstance(value, (bool, np.bool_))
@@ -106,6 +111,6 @@ def check_number(what: str, value) -> None:
 
 def check_int_option(name: str, value, low: int, high: int | None = None) -> None:
     """``errors.UsageError`` naming ``--name`` unless ``value`` is an int (not a bool) in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    if not is_integer(value) or value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise UsageError(f"--{name.replace('_', '-')} must be an integer {bound}, got {value!r}")

@@ -10,6 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
+from npembed import plots
+from npembed.config import COMMON, TrainConfig
+from npembed.datasets import load_imdb_subwords8k
+from npembed.errors import FILESYSTEM, NpembedError, UsageError
+from npembed.export import nearest_neighbors
+from npembed.gradients_report import gradients_report
+from npembed.kernels import BACKENDS, backend
+from npembed.losses import sigmoid
+from npembed.models import MODELS, model_module, text_inputs
+from npembed.optimizers import Adam
+from npembed.runfolder import check_vocabulary, vocabulary_checksum
+from npembed.training import load_run, train
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -17,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from npembed.errors import NpembedError
     import warnings
     format_warning, handlers = warnings.formatwarning, _stop_on_termination()
     # a warning is a line of the command's output, not a source location
@@ -37,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as err:                  # a full disk, a read-only file system, ...
-        from npembed.errors import FILESYSTEM
         where = f" {err.filename}" if err.filename else ""
         print(f"npembed {args.command}: error: could not read or write{where}: {err.strerror or err}. "
               "Fix the location (space, permissions) and run the command again; a training run "
@@ -84,21 +95,17 @@ def _after_interruption(args) -> str:
 
 def _check_environment() -> None:
     """Environment variables are options too: check them before any work."""
-    from npembed.errors import UsageError
-    from npembed.kernels import BACKENDS
     kernels = os.environ.get("NPEMBED_KERNELS", "").strip().lower()
     if kernels and kernels not in BACKENDS:
         raise UsageError(f"NPEMBED_KERNELS={os.environ['NPEMBED_KERNELS']!r} is not a kernel backend: "
                          f"use one of {', '.join(BACKENDS)}, or unset it")
     if kernels == "native":             # asked for by name: fail now, not after minutes of work
-        from npembed.kernels import backend
         backend()
 
 
 # --------------------------------------------------------------------------- commands
 def cmd_prepare(args) -> None:
     import time
-    from npembed.datasets import load_imdb_subwords8k
     start = time.perf_counter()
     data = load_imdb_subwords8k(args.data, cache_dir=args.cache_dir, vocab=args.vocab)
     print(f"data: {data.source.describe()}")
@@ -113,7 +120,6 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from npembed.training import TrainConfig, train
     asked = _asked_options(args)
     if args.resume:
         results = train(asked, args.out, data=args.data, resume=True)
@@ -129,8 +135,6 @@ def cmd_train(args) -> None:
 def _asked_options(args) -> dict:
     """The options given on the command line (left out: None), by name; one of a model other
     than --model's (or, on --resume, given without --model) is refused by TrainConfig / train."""
-    from npembed.config import COMMON
-    from npembed.models import MODELS
     names = [*COMMON, "model", *(name for module in MODELS.values() for name in module.OPTIONS)]
     asked = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if asked.get("validation_steps") == 0:
@@ -142,16 +146,12 @@ def _asked_options(args) -> dict:
 
 def _run_data(args, run_encoder):
     """The data for a command on a run, refused unless it has the run's vocabulary."""
-    from npembed.datasets import load_imdb_subwords8k
-    from npembed.runfolder import check_vocabulary, vocabulary_checksum
     data = load_imdb_subwords8k(args.data, progress=False)
     check_vocabulary(args.run, vocabulary_checksum(run_encoder.subwords), data.encoder, data.source.describe())
     return data
 
 
 def cmd_evaluate(args) -> None:
-    from npembed.models import model_module
-    from npembed.training import load_run
     model, config, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     batch_size = args.batch_size or config.batch_size
@@ -164,9 +164,6 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from npembed.losses import sigmoid
-    from npembed.training import load_run
-    from npembed.models import text_inputs
     texts = _review_texts(args)
     model, config, encoder = load_run(args.run)
     for label, text in texts:
@@ -216,8 +213,6 @@ def _decode(data: bytes, what: str) -> str:
 
 
 def cmd_neighbors(args) -> int:
-    from npembed.export import nearest_neighbors
-    from npembed.training import load_run
     model, _, encoder = load_run(args.run)
     table = model.weights[0]
     subwords = encoder.subwords
@@ -248,10 +243,8 @@ def cmd_neighbors(args) -> int:
 
 
 def cmd_plot_embeddings(args) -> None:
-    from npembed.plots import check_figure_path, plot_embedding_map
-    from npembed.training import load_run
     out = Path(args.out) if args.out else Path(args.run) / "embedding_map.png"
-    check_figure_path(out)
+    plots.check_figure_path(out)
     model, _, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     counts = np.bincount(data.train.ids, minlength=encoder.vocab_size)
@@ -262,13 +255,12 @@ def cmd_plot_embeddings(args) -> None:
         print(f"(--top {args.top}: only {top} subwords occur in the train split; plotting those)")
     rows = np.argsort(-counts, kind="stable")[:top]
     labels = [encoder.id_to_piece(int(r)) for r in rows]
-    plot_embedding_map(model.weights[0], labels, rows, out,
+    plots.plot_embedding_map(model.weights[0], labels, rows, out,
                        title=f"{top} most frequent subwords, first two principal components")
     print(f"wrote {out}")
 
 
 def cmd_grads(args) -> None:
-    from npembed.gradients_report import gradients_report
     gradients_report(args)
 
 
@@ -299,9 +291,6 @@ def path_arg(text: str) -> str:
 
 def _train_options(sub) -> None:
     """``npembed train``'s options: the common ones, then one group per model (its module's own)."""
-    from npembed.config import TrainConfig
-    from npembed.models import MODELS
-    from npembed.optimizers import Adam
     sub.add_argument("--model", choices=list(MODELS), help="which model (default tutorial); each one's "
                      "defaults are its own (npembed/models/)")
     sub.add_argument("--out", default="runs/tutorial", type=path_arg, help="run folder (default runs/tutorial)")

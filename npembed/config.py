@@ -13,7 +13,7 @@ import dataclasses
 import math
 import os
 
-from npembed.checks import check_int_option
+from npembed.checks import check_int_option, is_number
 from npembed.errors import RunFolderError, UsageError
 from npembed.models import MODELS, model_module, owner_of
 from npembed.models.common import OPTIMIZERS
@@ -82,7 +82,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_int_option(name, getattr(self, name), 1)
         rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
+        if not is_number(rate) or not (math.isfinite(rate) and rate > 0):
             raise UsageError(f"--learning-rate must be a finite number > 0, got {rate!r}")
         try:
             check_learning_rate(rate)

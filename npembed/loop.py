@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from npembed.checks import check_labels
+from npembed.checks import check_labels, is_integer
 from npembed.losses import BinaryCrossentropy
 from npembed.metrics import get as get_metric
 from npembed.optimizers import Adam
@@ -93,10 +93,9 @@ def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | N
     ``per_review.train_step`` takes one step per review, as fastText does."""
     if model.optimizer is None:
         raise RuntimeError("call model.compile(...) before fit")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    if not is_integer(epochs) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
-            or not 0 <= initial_epoch <= epochs:
+    if not is_integer(initial_epoch) or not 0 <= initial_epoch <= epochs:
         raise ValueError(f"initial_epoch must be an integer from 0 to epochs ({epochs}), got {initial_epoch!r}")
     _check_iterable(batches, "fit's batches")
     if validation_data is not None:
@@ -176,7 +175,7 @@ def evaluate(model, batches: Iterable, steps: int | None = None) -> dict[str, fl
 def predict(model, data, batch_size: int = 32) -> np.ndarray:
     """Logits (N, 1) for a padded id array (N, L) split into ``batch_size`` rows, or for an
     iterable of batches (each ``ids`` or ``(ids, labels)``), concatenated in order."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     _check_iterable(data, "predict's data")
     if isinstance(data, np.ndarray) or (isinstance(data, list) and data and np.isscalar(data[0][0])):
@@ -227,6 +226,6 @@ def _call(callbacks: Sequence[Callback], hook: str, *args) -> None:
 
 def _take(batches: Iterable, steps: int | None):
     """The first ``steps`` batches (all of them for None), without drawing one more."""
-    if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
+    if steps is not None and (not is_integer(steps) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None, got {steps!r}")
     return itertools.islice(batches, steps)

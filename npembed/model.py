@@ -22,7 +22,7 @@ import numpy as np
 
 from npembed import loop
 from npembed import metrics as metrics_module
-from npembed.checks import check_float_dtype, check_labels
+from npembed.checks import check_float_dtype, check_labels, is_integer
 from npembed.errors import NonFiniteLossError
 from npembed.layers import Embedding, Layer, fuse_pooled_embeddings
 from npembed.losses import BinaryCrossentropy
@@ -55,7 +55,7 @@ class Sequential:
                                 "npembed layer (Embedding, GlobalAveragePooling1D, Dense)")
         if len({id(layer) for layer in layers}) < len(layers):
             raise ValueError("Sequential: the same layer object appears twice; create one per position")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        if seed is not None and (not is_integer(seed) or seed < 0):
             raise ValueError(f"Sequential seed must be None or an integer >= 0, got {seed!r}")
         self.layers = list(layers)
         self.name = name

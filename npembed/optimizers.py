@@ -62,7 +62,7 @@ from typing import Mapping, Protocol, Sequence, Union
 import numpy as np
 
 from npembed import kernels
-from npembed.checks import check_number, is_number
+from npembed.checks import check_number, is_integer, is_number
 from npembed.sparse import PooledSlices
 
 
@@ -134,7 +134,7 @@ def check_state_arrays(owner: str, built: Sequence[np.ndarray], wanted: Sequence
 
 def _iterations(owner: str, state: Mapping) -> int:
     steps = state.get("iterations")
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 0:
+    if not is_integer(steps) or steps < 0:
         raise ValueError(f"{owner} state: iterations must be an integer >= 0, got {steps!r}")
     return int(steps)
 

@@ -23,6 +23,7 @@ from typing import Iterator
 from npembed.atomic import atomic_write_text, remove_stale_temporaries, writable_folder
 from npembed.checkpoint import check_arrays, read_npz
 from npembed.config import TrainConfig, build_model
+from npembed.datasets import SubwordEncoder
 from npembed.errors import DamagedFileError, RunFolderError, UsageError
 from npembed.locks import LOCK_NAME, locked_folder
 
@@ -139,7 +140,6 @@ def open_run(run: str | os.PathLike):
 
 
 def read_vocabulary(run: Path, recorded: dict):
-    from npembed.datasets import SubwordEncoder
     path = run / VOCAB
     if not path.is_file():
         raise DamagedFileError(f"{path} is missing: the run's vocabulary is needed to read its "

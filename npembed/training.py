@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npembed import kernels
+from npembed import kernels, plots
 from npembed.atomic import atomic_save_npz, atomic_write_text
 from npembed.checkpoint import check_arrays, load_checkpoint, save_checkpoint
 from npembed.config import TrainConfig, build_model, unknown_options_message
@@ -190,9 +190,8 @@ def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, tr
     write_projector_files(out, model.weights[0], dataset.encoder.subwords)
     save_final_weights(out, model)
     try:
-        from npembed.plots import plot_history
-        plot_history(history, "loss", out / "loss.png")
-        plot_history(history, "accuracy", out / "accuracy.png")
+        plots.plot_history(history, "loss", out / "loss.png")
+        plots.plot_history(history, "accuracy", out / "accuracy.png")
     except ImportError as err:
         _say(progress, f"skipped the figures: {err}")
     return results

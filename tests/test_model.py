@@ -216,3 +216,79 @@ def test_set_weights_checks_every_array_before_writing_any():
             np.testing.assert_array_equal(kept, live)
     model.set_weights([w + 1 for w in before])
     np.testing.assert_array_equal(model.weights[0], before[0] + 1)
+
+
+class LastStep(npembed.layers.Layer):
+    """(B, L, D) -> (B, D): the last position's vector (a layer of an LSTM's shape)."""
+
+    def build(self, input_width, rng, dtype):
+        super().build(input_width, rng, dtype)
+        return input_width
+
+    def forward(self, x, mask=None):
+        self.cache = {"shape": x.shape}
+        return x[:, -1, :]
+
+    def backward(self, dout):
+        dx = np.zeros(self.cache["shape"], dtype=dout.dtype)
+        dx[:, -1, :] = dout
+        return dx
+
+    def compute_mask(self, inputs, mask):
+        return None
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"LastStep takes rank-3 input, got rank {len(input_shape)}")
+        return (input_shape[0], input_shape[2])
+
+
+def test_a_layer_from_rank_3_to_rank_2_is_accepted_and_checked_by_its_output_shape(small_batch):
+    """Sequential asks each layer's output_shape: a new rank-3 -> rank-2 layer fits after the
+    Embedding without Sequential knowing it, and a wrong stack is still refused."""
+    from npembed.layers import Dense, Embedding, GlobalAveragePooling1D
+    ids, labels = small_batch
+    model = npembed.Sequential([Embedding(30, 4), LastStep(), Dense(1)], seed=0, dtype="float64")
+    model.compile()
+    model.train_on_batch(ids, labels)
+    assert model(ids).shape == (ids.shape[0], 1)
+    with pytest.raises(ValueError, match="layer 2 .*LastStep takes rank-3 input"):
+        npembed.Sequential([Embedding(30, 4), GlobalAveragePooling1D(), LastStep()])
+    with pytest.raises(ValueError, match="only the first layer can take token ids"):
+        npembed.Sequential([Embedding(30, 4), GlobalAveragePooling1D(), Embedding(30, 4)])
+
+
+def test_compile_takes_any_loss_with_a_value_and_a_gradient(small_batch):
+    class Squared:
+        """Mean squared error on the logits: another loss, to show compile takes any."""
+
+        def __call__(self, labels, logits):
+            return float(np.mean((logits[:, 0] - labels) ** 2))
+
+        def gradient(self, labels, logits):
+            return (2 * (logits[:, 0] - labels) / len(labels))[:, None]
+
+    ids, labels = small_batch
+    model = small_model(dtype="float64")
+    model.compile(loss=Squared())
+    loss, grads = model.compute_gradients(ids, labels)
+    objective = lambda: model.loss(labels, model.forward(ids))      # noqa: E731
+    np.testing.assert_allclose(grads[-1], npembed.gradcheck.numerical_gradient(objective, model.weights[-1]),
+                               rtol=1e-6, atol=1e-9)
+    with pytest.raises(TypeError, match="loss must be"):
+        model.compile(loss=lambda labels, logits: 0.0)               # no gradient
+
+
+def test_an_optimizer_with_another_models_state_is_refused_at_compile(small_batch):
+    """Issue 22 item 4 through the model API: one Adam trained with one model, then compiled
+    into a model of other shapes, is refused before any step (and the first model's run goes on)."""
+    ids, labels = small_batch
+    first = npembed.tutorial_model(vocab_size=30, embedding_dim=4, hidden_units=3, seed=0)
+    adam = npembed.optimizers.Adam()
+    first.compile(optimizer=adam)
+    first.train_on_batch(ids, labels)
+    other = npembed.tutorial_model(vocab_size=30, embedding_dim=5, hidden_units=3, seed=0)
+    with pytest.raises(ValueError, match="does not fit the weights.*its own optimizer"):
+        other.compile(optimizer=adam)
+    first.train_on_batch(ids, labels)
+    assert adam.iterations == 2
