@@ -115,6 +115,9 @@ def load_checkpoint(path: str | os.PathLike, model) -> tuple[dict, dict]:
     _check_progress(path, document)
     count = len(model.weights)
     weights = check_arrays(path, arrays, [f"weight_{i}" for i in range(count)], model.weights, "weight")
+    if model.optimizer is None and document.get("optimizer") is not None:
+        raise CheckpointError(f"{path} holds the state of {document['optimizer']} too: compile the model "
+                              "with that optimizer before loading it (or load weights.npz for the weights alone)")
     if model.optimizer is not None:
         _load_optimizer_state(path, arrays, document, model)
     model.set_weights(weights)

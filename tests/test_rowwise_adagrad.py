@@ -219,6 +219,9 @@ def test_a_checkpoint_of_another_optimizer_or_without_accumulators_is_refused(tm
     np.savez(tmp_path / "format1.npz", **arrays)
     with pytest.raises(CheckpointError, match="has format 1, this npembed reads format 2"):
         load_checkpoint(tmp_path / "format1.npz", model())
+    uncompiled = npembed.tutorial_model(V, D, 0, mask_zero=True, seed=2, dtype="float64")
+    with pytest.raises(CheckpointError, match="state of RowwiseAdagrad too: compile the model"):
+        load_checkpoint(tmp_path / "adagrad.npz", uncompiled)    # its state would be lost silently
     restored = model()
     load_checkpoint(tmp_path / "adagrad.npz", restored)
     for a, b in zip(restored.optimizer.accumulators, adagrad.optimizer.accumulators):
