@@ -124,7 +124,7 @@ def check_state_arrays(owner: str, built: Sequence[np.ndarray], wanted: Sequence
     """ValueError unless the state arrays ``built`` are C-contiguous and have the (shape, dtype)
     pairs ``wanted``: the kernels read them as raw memory at the weights' shapes."""
     fits = len(built) == len(wanted) and all(
-        (tuple(a.shape), str(a.dtype)) == (tuple(shape), str(np.dtype(dtype))) and a.flags.c_contiguous
+        a.shape == tuple(shape) and a.dtype == dtype and a.flags.c_contiguous
         for a, (shape, dtype) in zip(built, wanted))
     if not fits:
         raise ValueError(f"{owner}'s state {_shapes(built)} does not fit the weights, which need "
@@ -197,7 +197,13 @@ class Adam:
 
     def check_fits(self, weights: Sequence[np.ndarray]) -> None:
         """ValueError unless m and v (when built) have the weights' shapes and dtypes."""
-        if self.momentums or self.velocities:
+        if not (self.momentums or self.velocities):
+            return
+        fits = len(self.momentums) == len(self.velocities) == len(weights) and all(
+            m.shape == w.shape == v.shape and m.dtype == w.dtype == v.dtype
+            and m.flags.c_contiguous and v.flags.c_contiguous
+            for m, v, w in zip(self.momentums, self.velocities, weights))
+        if not fits:                      # (every step: kept to a few microseconds)
             wanted = [(w.shape, w.dtype) for w in weights]
             check_state_arrays("Adam", self.momentums, wanted)
             check_state_arrays("Adam", self.velocities, wanted)
