@@ -18,8 +18,8 @@ This measures, on the real data and the tutorial's settings:
    each with the *other's* S on the padding row only, and of both with the mask on (no padding
    row gradient at all): which row's S the slowdown comes from.
 
-Writes benchmarks/results/adam_variants.json and prints the Markdown of docs/gradients.md's
-section on it.  About a minute and a half on 2 cores.
+Writes benchmarks/results/adam_variants.json and prints the Markdown of the tables in
+docs/gradients_appendix.md.  About a minute and a half on 2 cores.
 """
 from __future__ import annotations
 

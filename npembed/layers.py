@@ -245,7 +245,8 @@ class PooledEmbedding(Layer):
     Let ``c[b, r]`` be how many positions of review b hold row r (counting only the non-padding
     positions when the embedding masks) and ``n[b] = sum_r c[b, r]`` (= L without a mask).
 
-    Forward:  ``pooled[b] = (1 / n[b]) * sum_t E[ids[b, t]] = (1 / n[b]) * sum_r c[b, r] E[r]``
+    Forward:  ``pooled[b] = (1 / n[b]) * sum_t mask[b, t] E[ids[b, t]] = (1 / n[b]) * sum_r c[b, r] E[r]``
+              (``mask[b, t] = 1`` everywhere without a mask)
               ids (B, L) int -> pooled (B, D)       (``kernels.pooled_lookup``)
 
     Backward: pooling sends every counted position of review b the same slice

@@ -14,14 +14,17 @@ For a row r looked up k times, with slices s_1 .. s_k and summed gradient g_r = 
 
 - ``"keras2"`` (the default): ``S_r = g_r**2``.  TF 2.1's ``tf.keras`` (the Keras the tutorial
   was run and printed with; today ``tf_keras``) sums duplicate slices before the update
-  (``Optimizer._deduplicate_sparse_grad``), so every row's second moment is the square of its
-  summed gradient: dense textbook Adam.
+  (``OptimizerV2._resource_apply_sparse_duplicate_indices`` calls ``_deduplicate_indexed_slices``
+  in ``tensorflow/python/keras/optimizer_v2/optimizer_v2.py``, then Adam's
+  ``_resource_apply_sparse``), so every row's second moment is the square of its summed
+  gradient: dense textbook Adam.
 - ``"keras3"``: ``S_r = sum_i s_i**2``.  Keras 3 on TensorFlow (``keras/src/optimizers/adam.py``)
   applies ``ops.square`` to the IndexedSlices, squaring each slice, and the following
   subtraction sums them.  Smaller than ``g_r**2`` when the slices agree (a subword repeated in
   one review, and, measured, the padding row: 1/230 to 1/500 of it), larger when they cancel.
   Smaller S means larger steps; on the padding row they make Keras 3 train the tutorial's
-  model visibly slower (``benchmarks/adam_variants.py``, docs/gradients.md section 5).
+  model visibly slower (``benchmarks/adam_variants.py``; docs/gradients.md section 7 and
+  docs/gradients_appendix.md section 3).
 - ``"lazy"``: ``"keras2"``'s formula on the looked-up rows only (TF-Addons' LazyAdam, which runs
   on Keras 2's summed slices); the other rows' m, v and weights stay as they are.  Neither
   Keras's; its step cost does not grow with the vocabulary.
@@ -41,8 +44,9 @@ through a float32 tensor); the learning rate is a variable of Keras's floatx, wh
 takes to be the model's dtype; ``1 - beta`` and epsilon are Python doubles converted straight
 to the weight's dtype.
 
-The four lines live once, in :func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast
-versions that the tests keep bit for bit equal to it.
+The three update lines (m, v, w; alpha comes from :meth:`Adam.step_size`) live once, in
+:func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast versions that the tests keep
+bit for bit equal to it.
 
 Two more optimizers serve the n-gram model (``npembed train --model ngrams``), neither a Keras
 one: :class:`SGD`, fastText's plain SGD with its linearly decaying rate, and
@@ -255,7 +259,7 @@ class Adam:
         if self.variant == "lazy":
             kernels.adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, *constants)
             return
-        if self._scratch[index] is None and kernels.backend() == "numpy":
+        if self._scratch[index] is None and not kernels.uses_native(weight):
             self._scratch[index] = (np.empty_like(weight), np.empty_like(weight))
         kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, *constants,
                                  self._scratch[index])
@@ -297,7 +301,7 @@ class SGD:
 
     for every weight; for the pooled embedding (``sparse.PooledSlices``) ``g`` is never formed:
     ``kernels.sgd_pooled_rows`` subtracts ``lr_t * g[b]`` at each looked-up position, which is
-    ``lr_t * dE`` summed (docs/gradients.md, section 9).  No state but the step count and its
+    ``lr_t * dE`` summed (docs/gradients_appendix.md, section 5).  No state but the step count and its
     schedule: ``state()`` is ``{"iterations": t, "decay_steps": decay_steps}``.
 
     The gradient is the batch mean's (the loss is a mean over B reviews), so a rate ``lr`` at
@@ -376,7 +380,7 @@ class RowwiseAdagrad:
     accumulator per embedding row, the mean over its D entries, instead of one per entry: the
     state is a (V,) vector beside the (V, D) table (4 bytes a row where Adam keeps 2 D floats).
     At step ``t = iterations``, with ``lr_t`` decayed as :class:`SGD`'s, for a gradient g
-    (docs/gradients.md sections 9 and 11)::
+    (docs/gradients_appendix.md sections 5 and 6)::
 
         embedding row r:      A_r += mean_j g_rj**2     E[r] -= lr_t * g_r / (sqrt(A_r) + epsilon)
         Dense kernel, bias:   A   += g**2 (per entry)   w    -= lr_t * g   / (sqrt(A)   + epsilon)

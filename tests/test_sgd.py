@@ -84,16 +84,22 @@ def test_linear_decay_reaches_zero_at_decay_steps():
     assert SGD(2.0).current_rate() == 2.0
 
 
+# The C path is float32: against the float32 framework steps, each entry is a few dozen float32
+# operations per review (sums in a different order, double vs float), so the two agree to about
+# a hundred units of float32 roundoff (u = 6e-8) of the entry's scale: rtol 1e-5, atol 1e-6.
+FLOAT32_STEPS = dict(rtol=1e-5, atol=1e-6)
+
+
 def test_per_review_kernel_equals_batch_one_framework_steps(native_backend):
     ids, labels = batch()
-    fast, slow = model(), model()
+    fast, slow = model("float32"), model("float32")
     loss, logits = train_step(fast, ids, labels)                # the native kernel
     ref_logits, ref_losses = reference_steps(slow, ids, labels.reshape(-1, 1), 0.3)
-    np.testing.assert_allclose(logits[:, 0], ref_logits, rtol=1e-13)
-    assert loss == pytest.approx(ref_losses.mean(), rel=1e-13)
+    np.testing.assert_allclose(logits[:, 0], ref_logits, **FLOAT32_STEPS)
+    assert loss == pytest.approx(ref_losses.mean(), rel=1e-5)
     for a, b in zip(fast.weights, slow.weights):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-    assert not np.allclose(logits[1:, 0], model().forward(ids)[1:, 0])   # later reviews saw earlier steps
+        np.testing.assert_allclose(a, b, **FLOAT32_STEPS)
+    assert not np.allclose(logits[1:, 0], model("float32").forward(ids)[1:, 0])   # later reviews saw earlier steps
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "rowwise-adagrad"])
@@ -113,7 +119,7 @@ def test_per_review_float32_kernel_stays_close_to_float64(native_backend, optimi
 
 
 def test_one_review_step_is_minus_rate_times_the_finite_difference_gradient(kernel_backend):
-    """docs/gradients.md section 9: the step on review b is -lr * d loss_b / d weights."""
+    """docs/gradients_appendix.md §5: the step on review b is -lr * d loss_b / d weights."""
     ids, labels = batch()
     one, label = ids[1:2], labels[1:2]                           # a review with padding
     m = model(lr=0.5)
@@ -129,7 +135,7 @@ def test_one_review_step_is_minus_rate_times_the_finite_difference_gradient(kern
 
 def test_per_review_rate_decays_per_batch(native_backend):
     ids, labels = batch()
-    m = model(lr=0.4, decay_steps=2)
+    m = model("float32", lr=0.4, decay_steps=2)
     train_step(m, ids, labels)
     train_step(m, ids, labels)
     frozen = m.get_weights()
@@ -146,11 +152,12 @@ def test_per_review_refuses_other_models_and_empty_reviews(native_backend):
     with pytest.raises(ValueError, match="per-review SGD"):
         train_step(hidden, ids, labels)
     ids[2] = 0
-    untouched = model()
-    with pytest.raises(ValueError, match="row 2 of the batch is all padding"):
-        train_step(untouched, ids, labels)
-    for a, b in zip(untouched.weights, model().weights):       # reviews 0 and 1 did not move it
-        np.testing.assert_array_equal(a, b)
+    for dtype in ("float32", "float64"):                      # the C kernel, the NumPy one
+        untouched = model(dtype)
+        with pytest.raises(ValueError, match="row 2 of the batch is all padding"):
+            train_step(untouched, ids, labels)
+        for a, b in zip(untouched.weights, model(dtype).weights):   # reviews 0 and 1 did not move it
+            np.testing.assert_array_equal(a, b)
     adam = model()
     adam.compile(optimizer=npembed.optimizers.Adam())
     with pytest.raises(ValueError, match="Adam takes batch steps only"):
@@ -195,9 +202,9 @@ def test_sgd_options_are_checked():
         SGD(0.1, decay_steps=0)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_lazy_adam_from_the_ids_equals_the_generic_lazy_path(native_backend, dtype):
-    """The fused kernel (no per-review distinct rows) against pooled_row_sums + lazy rows."""
+def test_lazy_adam_from_the_ids_equals_the_generic_lazy_path(native_backend, dtype="float32"):
+    """The fused kernel (no per-review distinct rows) against the native pooled_row_sums + lazy
+    rows: both sum each row in float64 and round once (the C path is float32 only)."""
     from npembed import native
     ids, _ = batch(dtype=np.int32)
     rng = np.random.default_rng(4)
@@ -212,10 +219,7 @@ def test_lazy_adam_from_the_ids_equals_the_generic_lazy_path(native_backend, dty
     generic = [a.copy() for a in (table, m, v)]
     kernels.adam_update_lazy_rows(*generic, rows, sums, np.square(sums), *constants)
     for a, b in zip(fused, generic):
-        if dtype == "float32":
-            np.testing.assert_array_equal(a, b)              # every float32 sum is exact in double
-        else:
-            np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-16)
+        np.testing.assert_array_equal(a, b)            # these float32 sums are exact in double
     untouched = np.setdiff1d(np.arange(V), ids)             # row 0 (padding) moves: a zero-gradient step
     assert 0 in rows and 0 not in untouched and untouched.size > 20
     np.testing.assert_array_equal(fused[0][untouched], table[untouched])
