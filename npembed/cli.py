@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:                  # a full disk, a read-only file system, ...
         where = f" {err.filename}" if err.filename else ""
         print(f"npembed {args.command}: error: could not read or write{where}: {err.strerror or err}. "
-              "Fix the location (space, permissions) and run the command again; a training run "
-              "resumes with --resume.", file=sys.stderr)
+              "Fix the location (space, permissions) and run the command again"
+              + (f". {_how_to_continue(args)}" if args.command == "train" else "."), file=sys.stderr)
         return FILESYSTEM
     finally:
         warnings.formatwarning = format_warning
@@ -86,11 +86,19 @@ def _stop_on_termination() -> dict:
 
 def _after_interruption(args) -> str:
     if args.command == "train":
-        return (f"Nothing is lost: `npembed train --out {args.out} --resume` continues from the last "
-                "finished epoch.")
+        return _how_to_continue(args)
     if args.command == "prepare":
         return "Nothing half-written is used: run it again to finish the cache."
     return "Nothing was changed."
+
+
+def _how_to_continue(args) -> str:
+    """What a stopped `npembed train` leaves: a run to resume, or (its start undone, no
+    config.json) nothing, so that the same command starts it again."""
+    if (Path(args.out) / "config.json").is_file():
+        return (f"Nothing is lost: `npembed train --out {args.out} --resume` continues from the last "
+                "finished epoch.")
+    return f"The run had not started ({args.out} holds no run): run the same command again to start it."
 
 
 def _check_environment() -> None:

@@ -310,3 +310,19 @@ def test_the_epoch_line_never_shows_a_total_below_its_training_time(monkeypatch,
     line = capsys.readouterr().out
     total, training_seconds = float(line.split(" - ")[1].split("s")[0]), float(line.split("training ")[1].split("s")[0])
     assert training_seconds <= total, line
+
+
+def test_an_interrupted_start_does_not_advise_resuming_a_run_that_is_not_there(tmp_path, capsys, monkeypatch):
+    """Issue 22 item 8: stopped before config.json was written (the start is undone), train
+    says to run the same command again; once the run exists, it says --resume."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "train", interrupted)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "had not started" in err and "--resume" not in err
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    assert cli.main(["train", "--out", str(out)]) == 130
+    assert f"`npembed train --out {out} --resume`" in capsys.readouterr().err
