@@ -404,7 +404,9 @@ def review_adagrad_reference(ids, mask, labels, table, table_acc, kernel, kernel
 
 def review_sgd(ids, mask, labels, table, kernel, bias, rate) -> tuple[np.ndarray, np.ndarray]:
     """:func:`review_sgd_reference`; native (float32): ``native.review_sgd`` (two passes per
-    review, float64 sums rounded once; within a few ulps of the reference)."""
+    review, float64 sums rounded once).  The tests hold both to ``per_review.reference_steps``:
+    this NumPy loop in float64 within 1e-12 relative (the same operations, other order), the
+    float32 C loop within rtol 1e-5, atol 1e-6 (tests/test_sgd.py, FLOAT32_STEPS)."""
     if uses_native(table):
         return _native.review_sgd(ids, mask, labels, table, kernel, bias, rate)
     return review_sgd_reference(ids, mask, labels, table, kernel, bias, rate)
@@ -412,8 +414,8 @@ def review_sgd(ids, mask, labels, table, kernel, bias, rate) -> tuple[np.ndarray
 
 def review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc, rate,
                    epsilon) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`review_adagrad_reference`; native: ``native.review_adagrad`` (same bound as
-    :func:`review_sgd`)."""
+    """:func:`review_adagrad_reference`; native (float32): ``native.review_adagrad`` (held to
+    the definition as :func:`review_sgd` is)."""
     if uses_native(table):
         return _native.review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias,
                                       bias_acc, rate, epsilon)
