@@ -124,6 +124,9 @@ class TrainConfig:
             raise UsageError(f"it holds a {type(document).__name__}, not an object of options")
         if "model" not in document and "ngrams" in document:
             document = from_before_models(document)
+        if isinstance(document.get("model"), str) and document["model"] not in MODELS:
+            raise RunFolderError(f"it is a run of --model {document['model']}, which this npembed does not "
+                                 f"have (it has {', '.join(MODELS)})")
         names = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(document) - names)
         if unknown:

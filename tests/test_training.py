@@ -256,6 +256,10 @@ def test_a_run_folder_from_before_model_is_read_as_its_model(finished_run, tmp_p
     (old / "config.json").write_text(json.dumps(document))
     with pytest.raises(RunFolderError, match="format before --model.*--nb-rates"):
         load_run(old)
+    document = json.loads((finished_run / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**document, "model": "transformer"}))
+    with pytest.raises(RunFolderError, match="a run of --model transformer, which this npembed does not have"):
+        load_run(old)
 
 
 def test_resuming_under_the_other_kernel_backend_says_so(imdb, tmp_path, capsys):
