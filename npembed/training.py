@@ -128,7 +128,7 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
         model.fit(train_batches, epochs=config.epochs, validation_data=val_batches,
                   validation_steps=config.validation_steps, steps_per_epoch=config.steps_per_epoch,
                   callbacks=callbacks, initial_epoch=initial_epoch, verbose=0, history=history,
-                  step=module.train_step(config))
+                  step=module.fit_step(config))
     except NonFiniteLossError as err:
         if (out / CHECKPOINT).is_file():
             kept = f"the checkpoint of the last good epoch is kept in {out / CHECKPOINT}"

@@ -175,7 +175,7 @@ def test_sgd_ngram_run_trains_and_its_checkpoint_keeps_the_step_count(imdb, tmp_
     results = train(config, tmp_path / "run", data=imdb, progress=False)
     assert 0.6 < results["test_accuracy"] < 1
     model = build_model(config, 8185, steps_per_epoch=300)
-    assert isinstance(model.optimizer, SGD) and ngram_module.train_step(config) is per_review.train_step
+    assert isinstance(model.optimizer, SGD) and ngram_module.fit_step(config) is per_review.train_step
     assert model.optimizer.decay_steps == 300 and model.optimizer.iterations == 0
     load_checkpoint(tmp_path / "run" / "checkpoint.npz", model)
     assert model.optimizer.iterations == 300 and model.optimizer.current_rate() == 0.0

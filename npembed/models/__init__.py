@@ -31,10 +31,15 @@ never branch on a model's name.  A model module defines:
 ``splits(config, dataset, progress=False) -> (train, validation or None, test)``
     the prepared splits of a run.
 ``build(config, vocab_size, steps_per_epoch=None, dtype="float32") -> Sequential``
-    the model, compiled with ``make_optimizer(config, steps_per_epoch)`` and its loss.
-``train_step(config) -> callable or None``
+    the model, compiled with ``models.common.make_optimizer(config, steps_per_epoch)`` and its
+    loss (any object with a value and a gradient: ``loop.compile``).
+``fit_step(config) -> callable or None``
     the ``step`` that ``Sequential.fit`` takes (None: ``model.train_step``, one optimizer step
     per batch; ``per_review.train_step``: fastText's one step per review).
+
+Adding a model is adding a module with these names and its line in ``MODELS`` below: the CLI
+shows its options as a group of ``npembed train --help``, ``TrainConfig`` keeps and checks them,
+``config.json`` records them under ``model_options``, and every command asks the module.
 """
 from __future__ import annotations
 

@@ -128,6 +128,6 @@ def build(config, vocab_size: int, steps_per_epoch: int | None = None, dtype="fl
     return model
 
 
-def train_step(config):
+def fit_step(config):
     """fastText's one step per review for sgd and rowwise-adagrad; batch steps for adam."""
     return per_review.train_step if config.optimizer in PER_REVIEW else None

@@ -66,5 +66,6 @@ def build(config, vocab_size: int, steps_per_epoch: int | None = None, dtype="fl
     return model
 
 
-def train_step(config):
+def fit_step(config):
+    """None: one optimizer step per batch (``Sequential.train_step``), as Keras trains."""
     return None
