@@ -292,3 +292,32 @@ def test_an_optimizer_with_another_models_state_is_refused_at_compile(small_batc
         other.compile(optimizer=adam)
     first.train_on_batch(ids, labels)
     assert adam.iterations == 2
+
+
+def test_no_import_cycle_in_npembed():
+    """The house rule: no module of npembed imports, directly or through others, a module that
+    imports it back (in-function imports count).  ``from package import submodule`` is an edge to
+    the submodule; a package's ``__init__`` is left out as a target (importing npembed.x runs
+    npembed/__init__.py first by Python's rules, not by a choice of the code)."""
+    import ast
+    from pathlib import Path
+    root = Path(npembed.__file__).parent
+    modules = {".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): path
+               for path in root.rglob("*.py")}
+    edges = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("npembed"):
+                targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
+                           else node.module for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names if alias.name.startswith("npembed")]
+            else:
+                continue
+            edges[name] |= {t for t in targets if t in modules and t != name
+                            and not modules[t].name == "__init__.py"}
+    def reaches(start, goal, seen):
+        return any(nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen))
+                   for nxt in edges[start])
+    cycles = sorted(name for name in modules if reaches(name, name, set()))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
