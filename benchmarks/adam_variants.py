@@ -69,7 +69,7 @@ def row_ratios(data, model, batches: int = 50) -> dict:
     for _ in range(batches):
         ids, labels = next(iterator)
         model.compute_gradients(ids, labels)
-        slices = model.layers[0].sparse_grads["embeddings"]
+        slices = model.layers[0].grads["embeddings"]
         rows, summed, squared = slices.row_sums()
         ratio = (squared / np.maximum(np.square(summed), 1e-300)).mean(axis=1)
         per_review = np.array([[np.count_nonzero(review == row) for row in rows] for review in ids])

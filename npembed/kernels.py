@@ -339,3 +339,85 @@ def _apply_step(weight, m, v, alpha, epsilon, scratch) -> None:
     np.multiply(m, alpha, out=step)
     np.divide(step, denominator, out=step)
     weight -= step
+
+
+# --------------------------------------------------------------------------- one step per review
+# The n-gram model ``Embedding(V, D, mask_zero=True) -> average -> Dense(1)`` with sigmoid
+# cross-entropy, trained as fastText does: one step per review, in order (npembed/per_review.py).
+# Review b, its n masked-in positions, label y, c_r positions holding row r
+# (docs/gradients_appendix.md, the n-gram model, its SGD and row-wise Adagrad, at B = 1):
+#
+#     h = (1/n) sum_t E[x_t]        z = h . k + c        e = sigmoid(z) - y = dloss/dz
+#     g_k = e h        g_c = e      g_r = c_r e k / n    (every row along k, the kernel before its step)
+#
+# ``per_review.reference_steps`` is the definition (through the layers' own forward and
+# backward and the optimizer's ``update``); the functions below are the same arithmetic without
+# the framework, and the tests hold both the NumPy and the native version to that definition.
+def _review_forward(ids, mask, label, table, kernel, bias):
+    """One review's (rows, counts, n, h (D,), z, loss, e), h summed in float64 and rounded once."""
+    held = ids[mask]
+    rows, counts = np.unique(held, return_counts=True)
+    n = held.size
+    h = (table[held].sum(axis=0, dtype=np.float64) / n).astype(table.dtype)
+    z = h @ kernel + bias[0]
+    loss = np.maximum(z, 0) - z * label + np.log1p(np.exp(-np.abs(z)))
+    e = 1 / (1 + np.exp(-z)) - label
+    return rows, counts.astype(table.dtype), n, h, z, loss, e
+
+
+def review_sgd_reference(ids, mask, labels, table, kernel, bias, rate) -> tuple[np.ndarray, np.ndarray]:
+    """fastText's SGD, one review at a time, in place: ``w -= rate * g`` for k, c and each row
+    of the review.  ids, mask (B, L); labels (B, 1); table (V, D); kernel (D, 1) or (D,); bias
+    (1,).  Returns (logits (B,), losses (B,)), each review's before its own step."""
+    k, lr = kernel.reshape(-1), table.dtype.type(rate)
+    logits, losses = np.empty(len(ids), table.dtype), np.empty(len(ids), table.dtype)
+    for b in range(len(ids)):
+        rows, counts, n, h, logits[b], losses[b], e = _review_forward(ids[b], mask[b], labels[b, 0], table, k, bias)
+        row_step = (counts[:, None] * e / n) * k                 # g_r, with k before its own step
+        k -= lr * (e * h)
+        bias -= lr * e
+        table[rows] -= lr * row_step
+    return logits, losses
+
+
+def review_adagrad_reference(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc, rate,
+                             epsilon) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise Adagrad, one review at a time, in place (``optimizers.RowwiseAdagrad``):
+    ``A_r += mean_j g_rj**2; E[r] -= rate g_r / (sqrt(A_r) + eps)``, element-wise for k and c.
+    Shapes as :func:`review_sgd_reference`, with table_acc (V,), kernel_acc like kernel,
+    bias_acc (1,)."""
+    k, k_acc = kernel.reshape(-1), kernel_acc.reshape(-1)
+    lr, eps = table.dtype.type(rate), table.dtype.type(epsilon)
+    logits, losses = np.empty(len(ids), table.dtype), np.empty(len(ids), table.dtype)
+    for b in range(len(ids)):
+        rows, counts, n, h, logits[b], losses[b], e = _review_forward(ids[b], mask[b], labels[b, 0], table, k, bias)
+        sums = (counts[:, None] * e / n) * k
+        held = np.any(sums != 0, axis=1)
+        rows, sums = rows[held], sums[held]
+        table_acc[rows] += np.mean(np.square(sums, dtype=np.float64), axis=1).astype(table.dtype)
+        table[rows] -= sums * (lr / (np.sqrt(table_acc[rows]) + eps))[:, None]
+        for weight, acc, grad in ((k, k_acc, e * h), (bias, bias_acc, np.array([e], table.dtype))):
+            acc += grad * grad
+            weight -= lr * grad / (np.sqrt(acc) + eps)
+    return logits, losses
+
+
+def review_sgd(ids, mask, labels, table, kernel, bias, rate) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`review_sgd_reference`; native (float32): ``native.review_sgd`` (two passes per
+    review, float64 sums rounded once).  The tests hold both to ``per_review.reference_steps``:
+    this NumPy loop in float64 within 1e-12 relative (the same operations, other order), the
+    float32 C loop within rtol 1e-5, atol 1e-6 (tests/test_sgd.py, FLOAT32_STEPS)."""
+    if uses_native(table):
+        return _native.review_sgd(ids, mask, labels, table, kernel, bias, rate)
+    return review_sgd_reference(ids, mask, labels, table, kernel, bias, rate)
+
+
+def review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc, rate,
+                   epsilon) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`review_adagrad_reference`; native (float32): ``native.review_adagrad`` (held to
+    the definition as :func:`review_sgd` is)."""
+    if uses_native(table):
+        return _native.review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias,
+                                      bias_acc, rate, epsilon)
+    return review_adagrad_reference(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc,
+                                    rate, epsilon)

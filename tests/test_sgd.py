@@ -17,7 +17,8 @@ from npembed import kernels
 from npembed.gradcheck import numerical_gradient
 from npembed.layers import GlobalAveragePooling1D
 from npembed.optimizers import SGD
-from npembed.per_review import review_sgd_reference, review_step
+from npembed import per_review
+from npembed.per_review import reference_steps, train_step
 from npembed.sparse import PooledSlices
 
 V, D = 40, 4
@@ -33,9 +34,9 @@ def batch(seed=0, dtype=np.int64):
     return ids, labels
 
 
-def model(dtype="float64", lr=0.3, per_review=True, decay_steps=None, seed=2):
+def model(dtype="float64", lr=0.3, decay_steps=None, seed=2):
     m = npembed.tutorial_model(V, D, 0, mask_zero=True, seed=seed, dtype=dtype)
-    m.compile(optimizer=SGD(lr, decay_steps=decay_steps, per_review=per_review))
+    m.compile(optimizer=SGD(lr, decay_steps=decay_steps))
     return m
 
 
@@ -63,11 +64,11 @@ def test_sgd_scatter_is_the_dense_gradient_step(kernel_backend):
 
 def test_sgd_batch_step_is_minus_rate_times_the_finite_difference_gradient(kernel_backend):
     ids, labels = batch()
-    m = model(per_review=False, lr=0.25)
+    m = model(lr=0.25)
     before = m.get_weights()
     m.train_step(ids, labels)
     after = m.get_weights()
-    probe = model(per_review=False)                               # same seed: the same start
+    probe = model()                               # same seed: the same start
     for weight_before, weight_after, live in zip(before, after, probe.weights):
         numeric = numerical_gradient(lambda: probe.loss(labels, probe.forward(ids)), live)
         np.testing.assert_allclose((weight_before - weight_after) / 0.25, numeric, rtol=1e-6, atol=1e-9)
@@ -92,8 +93,8 @@ FLOAT32_STEPS = dict(rtol=1e-5, atol=1e-6)
 def test_per_review_kernel_equals_batch_one_framework_steps(native_backend):
     ids, labels = batch()
     fast, slow = model("float32"), model("float32")
-    loss, logits = fast.train_step(ids, labels)                 # the native kernel
-    ref_logits, ref_losses = review_sgd_reference(slow, ids, labels.reshape(-1, 1), 0.3)
+    loss, logits = train_step(fast, ids, labels)                # the native kernel
+    ref_logits, ref_losses = reference_steps(slow, ids, labels.reshape(-1, 1), 0.3)
     np.testing.assert_allclose(logits[:, 0], ref_logits, **FLOAT32_STEPS)
     assert loss == pytest.approx(ref_losses.mean(), rel=1e-5)
     for a, b in zip(fast.weights, slow.weights):
@@ -111,8 +112,8 @@ def test_per_review_float32_kernel_stays_close_to_float64(native_backend, optimi
         for m in (f32, f64):
             m.compile(optimizer=RowwiseAdagrad(0.3))
     for _ in range(3):
-        f32.train_step(ids, labels)
-        f64.train_step(ids, labels)
+        train_step(f32, ids, labels)
+        train_step(f64, ids, labels)
     for a, b in zip(f32.weights, f64.weights):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -123,7 +124,7 @@ def test_one_review_step_is_minus_rate_times_the_finite_difference_gradient(kern
     one, label = ids[1:2], labels[1:2]                           # a review with padding
     m = model(lr=0.5)
     before = m.get_weights()
-    review_step(m, one, label)
+    train_step(m, one, label)
     probe = model()
     for weight_before, weight_after, live in zip(before, m.weights, probe.weights):
         numeric = numerical_gradient(lambda: probe.loss(label, probe.forward(one)), live)
@@ -135,10 +136,10 @@ def test_one_review_step_is_minus_rate_times_the_finite_difference_gradient(kern
 def test_per_review_rate_decays_per_batch(native_backend):
     ids, labels = batch()
     m = model("float32", lr=0.4, decay_steps=2)
-    m.train_step(ids, labels)
-    m.train_step(ids, labels)
+    train_step(m, ids, labels)
+    train_step(m, ids, labels)
     frozen = m.get_weights()
-    m.train_step(ids, labels)                                    # rate 0 now: nothing moves
+    train_step(m, ids, labels)                                   # rate 0 now: nothing moves
     for a, b in zip(frozen, m.weights):
         np.testing.assert_array_equal(a, b)
     assert m.optimizer.iterations == 3
@@ -147,13 +148,44 @@ def test_per_review_rate_decays_per_batch(native_backend):
 def test_per_review_refuses_other_models_and_empty_reviews(native_backend):
     ids, labels = batch()
     hidden = npembed.tutorial_model(V, D, 3, mask_zero=True, seed=0)
-    hidden.compile(optimizer=SGD(0.1, per_review=True))
+    hidden.compile(optimizer=SGD(0.1))
     with pytest.raises(ValueError, match="per-review SGD"):
-        hidden.train_step(ids, labels)
+        train_step(hidden, ids, labels)
     ids[2] = 0
-    for dtype in ("float32", "float64"):                      # the C kernel, the reference
-        with pytest.raises(ValueError, match="no token|all padding"):
-            model(dtype).train_step(ids, labels)
+    for dtype in ("float32", "float64"):                      # the C kernel, the NumPy one
+        untouched = model(dtype)
+        with pytest.raises(ValueError, match="row 2 of the batch is all padding"):
+            train_step(untouched, ids, labels)
+        for a, b in zip(untouched.weights, model(dtype).weights):   # reviews 0 and 1 did not move it
+            np.testing.assert_array_equal(a, b)
+    adam = model()
+    adam.compile(optimizer=npembed.optimizers.Adam())
+    with pytest.raises(ValueError, match="Adam takes batch steps only"):
+        train_step(adam, ids, labels)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rowwise-adagrad"])
+def test_numpy_review_kernels_equal_the_framework_steps(optimizer):
+    """kernels.review_sgd_reference / review_adagrad_reference (plain NumPy, no layers) against
+    the definition through the layers (per_review.reference_steps), float64."""
+    from npembed.optimizers import RowwiseAdagrad
+    ids, labels = batch()
+    fast, slow = model(), model()
+    if optimizer == "rowwise-adagrad":
+        for m in (fast, slow):
+            m.compile(optimizer=RowwiseAdagrad(0.3))
+    previous = kernels.backend()
+    kernels.set_backend("numpy")
+    try:
+        for _ in range(3):
+            loss, logits = train_step(fast, ids, labels)
+            ref_logits, ref_losses = reference_steps(slow, ids, labels.reshape(-1, 1), 0.3)
+            slow.optimizer.iterations += 1
+            np.testing.assert_allclose(logits[:, 0], ref_logits, rtol=1e-13)
+    finally:
+        kernels.set_backend(previous)
+    for a, b in zip(fast.weights, slow.weights):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_sgd_options_are_checked():
@@ -162,8 +194,8 @@ def test_sgd_options_are_checked():
     with pytest.raises(UsageError, match="--optimizer sgd"):
         TrainConfig(optimizer="sgd").validate()
     with pytest.raises(UsageError, match="--optimizer must be"):
-        TrainConfig.for_ngrams(optimizer="adagrad").validate()
-    TrainConfig.for_ngrams(optimizer="sgd").validate()
+        TrainConfig.for_model("ngrams", optimizer="adagrad").validate()
+    TrainConfig.for_model("ngrams", optimizer="sgd").validate()
     with pytest.raises(ValueError):
         SGD(0.0)
     with pytest.raises(ValueError):

@@ -176,10 +176,16 @@ class _Reporter:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
+        self.open_line = False          # a detail line waits to be ended
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            print(f"npembed: {message}", file=sys.stderr, flush=True)
+            print(f"{chr(10) if self.open_line else ''}npembed: {message}", file=sys.stderr, flush=True)
+            self.open_line = False
 
     def detail(self, message: str) -> None:
-        self(f"  {message}")
+        """One progress line rewritten in place on a terminal (the vocabulary search's 16
+        candidates); nothing when stderr is not a terminal (the next message sums up)."""
+        if self.enabled and sys.stderr.isatty():
+            print(f"\rnpembed:   {message}\033[K", end="", file=sys.stderr, flush=True)
+            self.open_line = True
