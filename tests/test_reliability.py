@@ -450,11 +450,11 @@ def test_the_limit_counts_every_review_of_the_call(real_run, tmp_path, capsys):
 
 def _stopped_before_the_run_starts(monkeypatch, failure):
     """train fails where the n-gram model caches its n-grams: after the data, before config.json."""
-    import npembed.training
+    from npembed.models import ngrams
 
     def fail(*args, **kwargs):
         raise failure
-    monkeypatch.setattr(npembed.training, "run_splits", fail)
+    monkeypatch.setattr(ngrams, "splits", fail)
 
 
 @pytest.mark.parametrize("failure", [cli.Terminated(15), OSError(28, "No space left on device", "/cache/x.npz")])
@@ -462,7 +462,7 @@ def test_a_run_stopped_before_its_config_is_not_advised_to_resume(imdb, tmp_path
     """Issue 22 item 8: `--resume` was advised for a folder the failed start had just removed."""
     _stopped_before_the_run_starts(monkeypatch, failure)
     out = tmp_path / "run"
-    code, err = run_cli(capsys, "train", "--out", out, "--ngrams", "2", "--epochs", "1")
+    code, err = run_cli(capsys, "train", "--out", out, "--model", "ngrams", "--epochs", "1")
     assert code in (128 + 15, errors.FILESYSTEM), err
     assert not out.exists() and "--resume" not in err
     assert "run the same command again" in err or "run the command again" in err
