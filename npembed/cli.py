@@ -209,7 +209,6 @@ MAX_REVIEW_BYTES = 16 << 20     # all reviews of one `predict` together; an IMDB
 def _review_texts(args) -> list[tuple[str, str]]:
     """(label to print, text) of each review: TEXT arguments, '-' for stdin, --file PATH; all
     together at most MAX_REVIEW_BYTES (``--file /dev/zero`` is a message, not the OOM killer)."""
-    from npembed.errors import UsageError
     reviews, budget = [], [MAX_REVIEW_BYTES]
     if args.texts.count("-") > 1:
         raise UsageError("'-' (standard input) is given more than once: it holds one review; pass "
@@ -284,12 +283,11 @@ def cmd_neighbors(args) -> int:
         ids = encoder.encode(word)
         pieces = [encoder.id_to_piece(i) for i in ids]
         if not ids:
-            print(f"npembed neighbors: {word!r} has no subwords", file=sys.stderr)
-            return 2
+            raise UsageError(f"WORD {word!r} has no subwords: give a word, e.g. `npembed neighbors "
+                             f"--run {args.run} good`")
         if all(p.startswith("<byte") for p in pieces):
-            print(f"npembed neighbors: {word!r} is not in the vocabulary: it encodes only as raw bytes "
-                  f"{pieces}, which carry no meaning of their own", file=sys.stderr)
-            return 2
+            raise UsageError(f"WORD {word!r} is not in the vocabulary: it encodes only as raw bytes "
+                             f"{pieces}, which carry no meaning of their own; give a word")
         print(f"{word!r} is not one subword: it splits into {pieces}; using the mean of their vectors")
         query = table[ids].mean(axis=0)
     candidates = len(subwords) - (1 if np.ndim(query) == 0 else 0)
@@ -312,10 +310,16 @@ def cmd_plot_embeddings(args) -> None:
     if top < args.top:
         print(f"(--top {args.top}: only {top} subwords occur in the train split; plotting those)")
     rows = np.argsort(-counts, kind="stable")[:top]
-    labels = [encoder.id_to_piece(int(r)) for r in rows]
+    labels = [_printable(encoder.id_to_piece(int(r))) for r in rows]
     plots.plot_embedding_map(model.weights[0], labels, rows, out,
                        title=f"{top} most frequent subwords, first two principal components")
     print(f"wrote {out}")
+
+
+def _printable(piece: str) -> str:
+    """A subword as a plot label: control characters (two subwords hold U+0085) as escapes,
+    which every font can draw."""
+    return piece if piece.isprintable() else repr(piece)[1:-1]
 
 
 def cmd_grads(args) -> None:
@@ -325,16 +329,25 @@ def cmd_grads(args) -> None:
 # --------------------------------------------------------------------------- arguments
 def at_least(low: int):
     """An argparse type: an integer >= ``low``."""
+    return between(low, None)
+
+
+def between(low: int, high: int | None):
+    """An argparse type: an integer from ``low`` to ``high`` (None: no upper bound)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"from {low} to {high:,}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
-    parse.__name__ = f"integer >= {low}"
+    parse.__name__ = f"integer >= {low}" if high is None else f"integer {low}..{high}"
     return parse
+
+
+MAX_MAP_LABELS = 2000          # past this a map's labels cover each other, and drawing takes minutes
 
 
 positive_int = at_least(1)
@@ -428,7 +441,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("plot-embeddings", cmd_plot_embeddings, "2-D PCA map of the most frequent subwords (PNG)")
     data_option(sub)
     sub.add_argument("--run", default="runs/tutorial", type=path_arg)
-    sub.add_argument("--top", type=at_least(2), default=300, help="how many subwords (at least 2; default 300)")
+    sub.add_argument("--top", type=between(2, MAX_MAP_LABELS), default=300,
+                     help=f"how many subwords (2 to {MAX_MAP_LABELS:,}; default 300)")
     sub.add_argument("--out", help="default RUN/embedding_map.png", type=path_arg)
 
     sub = command("grads", cmd_grads, "print the gradients of one review or batch, checked by finite "

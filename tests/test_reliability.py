@@ -243,8 +243,11 @@ def test_predict_inputs(real_run, tmp_path, capsys, monkeypatch):
 
 
 def test_plot_embeddings_top_and_out(real_run, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["plot-embeddings", "--run", str(real_run), "--top", "0"])
+    for top in ("0", "2001", "1000000000"):           # a billion labels drew all 7,928 for 105 s
+        with pytest.raises(SystemExit):
+            cli.main(["plot-embeddings", "--run", str(real_run), "--top", top])
+        assert "--top: must be from 2 to 2,000" in capsys.readouterr().err
+    assert cli._printable("a\x85b") == "a\\x85b" and cli._printable("the_") == "the_"   # no missing glyph
     for out, message in ((tmp_path, "is a folder"), (tmp_path / "map.bogus", "unknown image format 'bogus'")):
         code, err = run_cli(capsys, "plot-embeddings", "--run", real_run, "--out", out)
         assert code == errors.USAGE and message in err
@@ -316,6 +319,9 @@ def test_user_paths_that_cannot_be_expanded_are_messages(capsys, monkeypatch):
 
 
 def test_neighbors_and_predict_edge_inputs(real_run, capsys):
+    for word, message in (("", "has no subwords"), ("   ", "encodes only as raw bytes")):
+        code, err = run_cli(capsys, "neighbors", "--run", real_run, word)   # without 'error:' before
+        assert code == errors.USAGE and err.startswith("npembed neighbors: error: WORD") and message in err
     code, err = run_cli(capsys, "neighbors", "--run", real_run, os.fsdecode(b"\xff\xfe"))
     assert code == errors.USAGE and "not valid UTF-8" in err
     code, err = run_cli(capsys, "predict", "--run", real_run, "-", "-")
