@@ -16,7 +16,7 @@ from benchmarks.machine import machine_info, memory_floor
 from benchmarks.workload import save_workload
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("npembed", "keras", "keras_jit", "torch")
+FRAMEWORKS = ("npembed", "keras", "keras_jit", "torch", "jax")
 JIT_STEPS = 300
 
 
@@ -67,9 +67,10 @@ def main() -> None:
 
     from npembed.datasets import load_imdb_subwords8k
     frameworks = args.frameworks or (["npembed", "keras"] if args.quick else list(FRAMEWORKS))
-    if "torch" in frameworks and importlib.util.find_spec("torch") is None:
-        print("torch is not installed (pip install -e '.[bench]'): skipping PyTorch")
-        frameworks.remove("torch")
+    for framework, module in (("torch", "torch"), ("jax", "optax")):
+        if framework in frameworks and importlib.util.find_spec(module) is None:
+            print(f"{module} is not installed (pip install -e '.[bench]'): skipping {framework}")
+            frameworks.remove(framework)
     repeats = args.repeats or (2 if args.quick else 3)
     steps = 200 if args.quick else None
     data = load_imdb_subwords8k(args.data, progress=True)
@@ -108,7 +109,7 @@ def main() -> None:
         if not args.no_sweeps:
             sweep = {}
             for framework in [*frameworks, "npembed_lazy"]:
-                if framework == "keras_jit":
+                if framework in ("keras_jit", "jax"):
                     continue        # one XLA compilation per shape: a sweep measures compiles
                 points = sweep_points(args.quick)
                 if framework == "npembed_lazy":

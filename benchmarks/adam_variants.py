@@ -18,8 +18,8 @@ This measures, on the real data and the tutorial's settings:
    each with the *other's* S on the padding row only, and of both with the mask on (no padding
    row gradient at all): which row's S the slowdown comes from.
 
-Writes benchmarks/results/adam_variants.json and prints the Markdown of docs/gradients.md's
-section on it.  About a minute and a half on 2 cores.
+Writes benchmarks/results/adam_variants.json and prints the Markdown of the tables in
+docs/gradients_appendix.md.  About a minute and a half on 2 cores.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def row_ratios(data, model, batches: int = 50) -> dict:
     for _ in range(batches):
         ids, labels = next(iterator)
         model.compute_gradients(ids, labels)
-        slices = model.layers[0].sparse_grads["embeddings"]
+        slices = model.layers[0].grads["embeddings"]
         rows, summed, squared = slices.row_sums()
         ratio = (squared / np.maximum(np.square(summed), 1e-300)).mean(axis=1)
         per_review = np.array([[np.count_nonzero(review == row) for row in rows] for review in ids])

@@ -4,19 +4,17 @@
 
 Every contender runs in its own process (so that its peak resident memory, VmHWM, is its own):
 
-- ``npembed-ngrams``: ``npembed train --ngrams 2`` with its documented defaults (config.py,
-  NGRAM_DEFAULTS; row-wise Adagrad, one step per review, lr 0.1): 22,500 train reviews, 2,500
+- ``npembed-ngrams``: ``npembed train --model ngrams`` with its documented defaults
+  (npembed/models/ngrams.py, DEFAULTS; row-wise Adagrad, one step per review, lr 0.1): 22,500 train reviews, 2,500
   held out for validation and early stopping, the 25,000 test reviews evaluated once at the
   end.  Epoch seconds: the training steps of each epoch (not the validation), median over the
   epochs run.
 - ``npembed-ngrams-refit``: the same configuration trained on all 25,000 train reviews
   (``--validation-reviews 0``) for the number of epochs the ``npembed-ngrams`` run's validation
   chose (its lowest val_loss), then the test set once: the issue's documented configuration.
-- ``npembed-ngrams-nb-rates``: the defaults with ``--nb-rates`` (per-row rates from the
-  naive-Bayes log-count ratios, lr 0.4: the best of search 4 on validation, not chosen).
-- ``npembed-trigrams-adam``: ``--ngrams 3 --optimizer adam --learning-rate 0.01`` (lazy Adam,
+- ``npembed-trigrams-adam``: ``--model ngrams --ngrams 3 --optimizer adam --learning-rate 0.01`` (lazy Adam,
   batch-mean steps; the best of the Adam searches on validation, the previous defaults).
-- ``npembed-trigrams-sgd``: ``--ngrams 3 --optimizer sgd`` (fastText's per-review SGD) at the
+- ``npembed-trigrams-sgd``: ``--model ngrams --ngrams 3 --optimizer sgd`` (fastText's per-review SGD) at the
   rate the validation split chose (SGD_OPTIONS).
 - ``npembed-tutorial``: ``npembed train`` with the tutorial's settings (for the accuracy beside).
 - ``fasttext-subwords``: fastText 0.9 (``pip install 'npembed[fasttext]'``) on the subwords8k
@@ -124,14 +122,12 @@ def worker_npembed(spec: dict) -> dict:
             self.seconds.append(self.last - self.start)
 
     options = spec.get("options", {})
-    config = TrainConfig.for_ngrams(**options) if spec["ngrams"] else TrainConfig(**options)
-    if spec["ngrams"] and "ngrams" in spec.get("options", {}):
-        config.ngrams = spec["options"]["ngrams"]
+    config = TrainConfig.for_model("ngrams" if spec["ngrams"] else "tutorial", **options)
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as out:
         results = train(config, Path(out) / "run", progress=False, extra_callbacks=[clock])
         history = json.loads((Path(out) / "run" / "history.json").read_text())
-    train_reviews = 25_000 - (config.validation_reviews if config.ngrams else 0)
+    train_reviews = 25_000 - config.model_options.get("validation_reviews", 0)
     return {"test_accuracy": results["test_accuracy"], "test_reviews": results["test_reviews"],
             "train_reviews": train_reviews,
             "epoch_seconds": float(np.median(clock.seconds)), "epochs_run": results["epochs_run"],
@@ -164,8 +160,6 @@ def main(argv=None) -> None:
     from benchmarks.machine import machine_info
     quick = {"epochs": 1} if args.quick else {}
     specs = [{"name": "npembed-ngrams", "kind": "npembed", "ngrams": True, "options": quick},
-             {"name": "npembed-ngrams-nb-rates", "kind": "npembed", "ngrams": True,
-              "options": {**quick, "nb_rates": True}},
              {"name": "npembed-trigrams-adam", "kind": "npembed", "ngrams": True,
               "options": {**quick, **ADAM_OPTIONS}},
              {"name": "npembed-trigrams-sgd", "kind": "npembed", "ngrams": True,

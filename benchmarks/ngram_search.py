@@ -13,7 +13,7 @@ val_loss), whose val_accuracy ranks the configuration.  The test split is not lo
 Optional settings: ``"seed"`` (the model's initialisation and the batches' order, default 0),
 ``"train_reviews"`` (train on that many of the 22,500, drawn with seed 1), ``"binary"`` (each
 id once per review), ``"tokens": "words"``, ``"decay"``, ``"patience"``, ``"nb_init"``,
-``"nb_rates"`` (row-wise Adagrad's per-row rates from the naive-Bayes log-count ratios).
+``"nb_rates"`` (the naive-Bayes experiments of ``benchmarks/naive_bayes.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ VALIDATION_REVIEWS, VALIDATION_SEED = 2500, 0
 
 def run_one(data, settings: dict, max_epochs: int) -> dict:
     import npembed
+    from npembed import per_review
     from npembed.datasets.holdout import holdout
     from npembed.datasets.ngrams import load_ngram_split
     if settings.get("tokens", "subwords") == "words":
@@ -49,25 +50,27 @@ def run_one(data, settings: dict, max_epochs: int) -> dict:
     model = npembed.tutorial_model(vocab + settings["buckets"], settings["dim"], settings["hidden"],
                                    mask_zero=True, seed=settings.get("seed", 0))
     if settings.get("nb_init"):
-        from npembed.nb_init import nb_initialise
+        from benchmarks.naive_bayes import nb_initialise
         nb_initialise(model, train)                   # the training reviews only
     batches = train.batches(settings["batch"], 1000, seed=settings.get("seed", 0))
     decay_steps = max_epochs * len(batches) if settings.get("decay", True) else None
+    step = per_review.train_step                       # one step per review, as fastText
     if settings.get("optimizer", "adam") == "sgd":     # fastText's: linear decay over max_epochs
-        optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=decay_steps, per_review=True)
+        optimizer = npembed.optimizers.SGD(settings["lr"], decay_steps=decay_steps)
+    elif settings.get("nb_rates"):                     # the training reviews' |log-count ratios|
+        from benchmarks.naive_bayes import RowRatesAdagrad, log_count_ratio
+        rates = np.abs(log_count_ratio(train, vocab + settings["buckets"]))
+        optimizer = RowRatesAdagrad(settings["lr"], rates, decay_steps=decay_steps)
     elif settings.get("optimizer") == "rowwise-adagrad":    # the same decay unless "decay": false
         optimizer = npembed.optimizers.RowwiseAdagrad(settings["lr"], decay_steps=decay_steps)
     else:
-        optimizer = npembed.optimizers.Adam(settings["lr"], variant="lazy")
+        optimizer, step = npembed.optimizers.Adam(settings["lr"], variant="lazy"), None
     model.compile(optimizer=optimizer)
-    if settings.get("nb_rates"):                       # the training reviews' |log-count ratios|
-        from npembed.training import set_nb_rates
-        set_nb_rates(model, train)
     epochs = []
     for epoch in range(max_epochs):
         start = time.perf_counter()
         for ids, labels in batches.for_epoch(epoch):
-            model.train_step(ids, labels)
+            step(model, ids, labels) if step else model.train_step(ids, labels)
         seconds = time.perf_counter() - start
         scores = model.evaluate(validation.batches(500, shuffle_buffer=None))
         epochs.append({"epoch": epoch + 1, "seconds": round(seconds, 2),

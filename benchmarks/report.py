@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHORT = {"npembed": "npembed", "keras": "Keras", "keras_jit": "Keras (XLA)", "torch": "PyTorch",
+from npembed.atomic import atomic_write_text
+
+SHORT = {"npembed": "npembed", "keras": "Keras", "keras_jit": "Keras (XLA)", "torch": "PyTorch", "jax": "JAX jit",
          "npembed_lazy": "npembed, lazy Adam"}
 NAMES = {"npembed": "npembed (Keras 3's Adam)", "keras": "Keras fit", "keras_jit": "Keras fit, jit_compile=True",
-         "torch": "PyTorch eager", "npembed_lazy": "npembed, lazy Adam"}
+         "torch": "PyTorch eager", "jax": "JAX jax.jit + optax Adam (padded to multiples of 256)",
+         "npembed_lazy": "npembed, lazy Adam"}
 
 
 def markdown_tables(results: dict) -> str:
@@ -110,6 +113,13 @@ def _breakdown(entry: dict) -> str:
                       f"| total | {sum(parts.values()):.0f} |"])
 
 
+def _jax_clause(frameworks: dict) -> str:
+    if "jax" not in frameworks:
+        return " (and JAX, in runs since 2026-12-08; the run below predates it)"
+    return (" and JAX (`jax.jit` over one step with optax's Adam; batches padded to multiples of 256 so "
+            "that XLA compiles at most 16 shapes, the average still taken over each batch's own padded length)")
+
+
 def docs_page(results: dict) -> str:
     """docs/benchmarks.md from a full run's results (``python -m benchmarks.report``)."""
     m, r, f = results["machine"], results["ratios"], results["frameworks"]
@@ -120,8 +130,9 @@ def docs_page(results: dict) -> str:
     predict, memory = 1 / r["npembed/keras"]["predict"], r["npembed/keras"]["train_peak_rss"]
     return f"""# Benchmarks
 
-`python -m benchmarks` (or `make bench`, which first installs PyTorch 2.13.0 CPU from the
-`bench` extra) times npembed, Keras `fit`, Keras `fit` with `jit_compile=True` and PyTorch eager on
+`python -m benchmarks` (or `make bench`, which first installs PyTorch 2.13.0 CPU, JAX and optax
+from the `bench` extra) times npembed, Keras `fit`, Keras `fit` with `jit_compile=True`, PyTorch
+eager{_jax_clause(f)} on
 **the same prebuilt batches**: the tutorial's epoch, 2,500 steps of batch 10 from
 `shuffle(1000).padded_batch(10)` over the real train reviews (seed 0), padded per batch, and the
 25,000 test reviews in batches of 10 for prediction. Each framework runs in its own process
@@ -156,7 +167,7 @@ Raw numbers: `benchmarks/results/latest.json`.
 {_breakdown(f["npembed"])}
 
 The embedding's forward and backward and Adam's pass over the table run in C
-(`npembed/native.c`, see `docs/architecture.md`): Keras-exact Adam moves every one of the 131,249
+(`npembed/csrc/`, see `docs/architecture.md`): Keras-exact Adam moves every one of the 131,249
 parameters every step, one loop over w, m and v. The rest is NumPy on (10, 16) arrays and Python:
 the two dense layers, the loss, the optimizer's bookkeeping, a few dozen calls of a few
 microseconds each. The floor line counts the memory traffic a step cannot avoid (read and write
@@ -200,7 +211,7 @@ Against Keras's fastest epoch instead of its median, npembed's epoch is
 {f["npembed"]["epoch_seconds"]["median"] / f["keras"]["epoch_seconds"]["min"]:.3f}x. The lazy-Adam ratio has a thin margin: five runs of the same
 interleaved measurement on the final code (this one, and four runs of `benchmarks.worker` with
 the two lazy points and `"interleave": true`) gave 1.89x to 1.93x; before the last change to
-the row sums (`native.c`, two calls and direct writes for rows held by one review) six runs gave
+the row sums (`csrc/embedding.c`, two calls and direct writes for rows held by one review) six runs gave
 1.94x to 2.05x. At a million rows the step is bound by memory latency:
 each looked-up row of w, m and v is a separate cache miss (three per row, 256 bytes each at
 width 64). Keeping a row's m and v side by side in one (V, 2, D) array was tried: a standalone C
@@ -245,7 +256,7 @@ run fails. Then encoding all 50,000 reviews (ids checked equal), and `npembed pr
 empty cache in a fresh process (reading the archive, building, encoding, writing the cache).
 `encode 50,000 reviews: npembed` is `encode_texts` from scratch (the C module already built):
 cutting the reviews into tokens, splitting each distinct token into subwords and copying the ids
-of every occurrence, all in `native.c`. Inside `prepare` the train reviews' tokens are the ones
+of every occurrence, all in `csrc/tokenizer.c`. Inside `prepare` the train reviews' tokens are the ones
 the vocabulary is counted from, and the test reviews are cut into tokens by a helper process
 while the vocabulary is built; a cold `prepare` also compiles the C module (about a second, in a
 thread while the archive is read). Measured {results["date"][:10]} with `{results["command"]}` on
@@ -258,6 +269,17 @@ thread while the archive is read). Measured {results["date"][:10]} with `{result
 {target}"""
 
 
+HAND_WRITTEN = "<!-- Written by hand from here on: `python -m benchmarks.report` keeps it. -->"
+
+
+def write_docs_page(results: dict, path: Path) -> None:
+    """Write ``docs_page(results)`` to ``path``, keeping the page's hand-written tail (from the
+    ``HAND_WRITTEN`` line on: the measurements no results file holds)."""
+    old = path.read_text() if path.exists() else ""
+    at = old.find(HAND_WRITTEN)
+    atomic_write_text(path, docs_page(results) + ("\n" + old[at:] if at >= 0 else ""))
+
+
 def main() -> None:
     import argparse
     import json
@@ -267,7 +289,7 @@ def main() -> None:
     parser.add_argument("--docs", default=str(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     results = json.loads(Path(args.results).read_text())
-    Path(args.docs).write_text(docs_page(results))
+    write_docs_page(results, Path(args.docs))
     write_charts(results, Path(args.docs).parent / "images")
     print(markdown_tables(results))
     print(f"wrote {args.docs}")

@@ -1,6 +1,6 @@
 """One framework, one task, in its own process: ``python -m benchmarks.worker SPEC.json``.
 
-SPEC: {"framework": "npembed" | "npembed_lazy" | "keras" | "keras_jit" | "torch",
+SPEC: {"framework": "npembed" | "npembed_lazy" | "keras" | "keras_jit" | "torch" | "jax",
        "task": "train" | "predict" | "sweep", "workload": path, "repeats": n, "warmup_epochs": n,
        "points": [...] (sweep), "out": path}
 Writes {"epoch_seconds": [...], "peak_rss_mb": ..., ...} to ``out``.  Batches are built before
@@ -123,6 +123,85 @@ class TorchRunner:
             return [self.forward(ids) for ids, _ in self._tensors(batches)]
 
 
+class JaxRunner:
+    """The same model as one ``jax.jit``-compiled step with optax's Adam (dense, lr 1e-3,
+    epsilon 1e-7).  XLA compiles one program per input shape, so each batch is padded with id 0
+    to the next multiple of ``BUCKET`` (at most 16 shapes for IMDB's longest review) and the
+    batch's own padded length L goes in as a traced scalar: positions past L are left out of the
+    sum and the sum is divided by L, so the unmasked average over the batch's padded length
+    stays exactly the tutorial's.  Batches become device arrays once, outside the clock."""
+    BUCKET = 256
+
+    def __init__(self, vocab_size, dim=16, hidden=16):
+        import jax
+        import jax.numpy as jnp
+        import optax
+        from npembed import initializers
+        self.jax, self.jnp = jax, jnp
+        rng = np.random.default_rng(0)
+        self.params = {"embeddings": rng.uniform(-0.05, 0.05, (vocab_size, dim)).astype(np.float32)}
+        widths = [dim, *([hidden] if hidden else []), 1]
+        for k, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+            self.params[f"kernel_{k}"] = initializers.glorot_uniform((fan_in, fan_out), rng, np.float32)
+            self.params[f"bias_{k}"] = np.zeros(fan_out, np.float32)
+        self.params = jax.tree_util.tree_map(jnp.asarray, self.params)
+        self.layers = len(widths) - 1
+        optimizer = optax.adam(1e-3, eps=1e-7)
+        self.opt_state = optimizer.init(self.params)
+        loss_fn = self._loss
+
+        def step(params, opt_state, ids, length, labels):
+            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, ids, length, labels)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            correct = jnp.sum((logits > 0) == (labels > 0.5))
+            return optax.apply_updates(params, updates), opt_state, loss, correct
+
+        self._step = jax.jit(step)
+        self._forward = jax.jit(self._logits)
+        self._cache = {}
+
+    def _logits(self, params, ids, length):
+        jnp = self.jnp
+        x = params["embeddings"][ids]                                        # (B, L_bucket, D)
+        keep = (jnp.arange(ids.shape[1]) < length)[None, :, None]
+        h = jnp.sum(jnp.where(keep, x, 0.0), axis=1) / length.astype(x.dtype)   # (B, D)
+        for k in range(self.layers):
+            h = h @ params[f"kernel_{k}"] + params[f"bias_{k}"]
+            if k < self.layers - 1:
+                h = self.jax.nn.relu(h)
+        return h[:, 0]
+
+    def _loss(self, params, ids, length, labels):
+        import optax
+        logits = self._logits(params, ids, length)
+        return self.jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels)), logits
+
+    def _arrays(self, batches):
+        key = id(batches)
+        if key not in self._cache:
+            arrays = []
+            for ids, labels in batches:
+                bucket = -(-ids.shape[1] // self.BUCKET) * self.BUCKET
+                padded = np.zeros((ids.shape[0], bucket), np.int32)
+                padded[:, :ids.shape[1]] = ids
+                arrays.append((self.jnp.asarray(padded), self.jnp.asarray(ids.shape[1], self.jnp.int32),
+                               self.jnp.asarray(labels)))
+            self._cache[key] = (batches, arrays)
+        return self._cache[key][1]
+
+    def train(self, batches):
+        params, state, correct = self.params, self.opt_state, 0
+        for ids, length, labels in self._arrays(batches):
+            params, state, _loss, right = self._step(params, state, ids, length, labels)
+            correct = correct + right
+        self.params, self.opt_state = params, state
+        self.jax.block_until_ready((params, correct))
+
+    def predict(self, batches):
+        out = [self._forward(self.params, ids, length) for ids, length, _ in self._arrays(batches)]
+        return self.jax.block_until_ready(out)
+
+
 def make_runner(framework, vocab_size, dim=16, hidden=16):
     if framework == "npembed":
         return NpembedRunner(vocab_size, dim, hidden)
@@ -132,6 +211,8 @@ def make_runner(framework, vocab_size, dim=16, hidden=16):
         return KerasRunner(vocab_size, dim, hidden, jit=framework == "keras_jit")
     if framework == "torch":
         return TorchRunner(vocab_size, dim, hidden)
+    if framework == "jax":
+        return JaxRunner(vocab_size, dim, hidden)
     raise ValueError(f"unknown framework {framework!r}")
 
 

@@ -7,21 +7,26 @@ NumPy; TensorFlow, tensorflow-datasets and matplotlib are imported lazily where 
 """
 from npembed import gradcheck, initializers, layers, losses, metrics, optimizers
 from npembed.loop import Callback, History
-from npembed.model import NonFiniteLossError, Sequential
+from npembed.errors import NonFiniteLossError
+from npembed.model import Sequential
 from npembed.sparse import IndexedSlices
 
 __version__ = "0.1.0"
 
 __all__ = ["Sequential", "Callback", "History", "NonFiniteLossError", "IndexedSlices", "layers",
-           "losses", "metrics", "optimizers", "initializers", "gradcheck", "tutorial_model"]
+           "losses", "metrics", "optimizers", "initializers", "gradcheck", "tutorial_model",
+           "models"]
 
 
-def tutorial_model(vocab_size: int = 8185, embedding_dim: int = 16, hidden_units: int = 16,
-                   mask_zero: bool = False, seed: int | None = None, dtype="float32") -> Sequential:
-    """The tutorial's model; ``hidden_units=0`` drops the Dense(16, relu) layer."""
-    stack = [layers.Embedding(vocab_size, embedding_dim, mask_zero=mask_zero),
-             layers.GlobalAveragePooling1D()]
-    if hidden_units:
-        stack.append(layers.Dense(hidden_units, activation="relu"))
-    stack.append(layers.Dense(1))
-    return Sequential(stack, seed=seed, dtype=dtype)
+
+def __getattr__(name: str):
+    """``npembed.tutorial_model`` and ``npembed.models`` on first use: the model modules
+    (npembed/models/) prepare data, so importing them loads the data code, which the model and
+    its kernels alone do not need."""
+    if name == "tutorial_model":
+        from npembed.models.tutorial import tutorial_model
+        return tutorial_model
+    if name == "models":
+        import npembed.models
+        return npembed.models
+    raise AttributeError(f"module 'npembed' has no attribute {name!r}")

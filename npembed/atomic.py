@@ -9,6 +9,7 @@ The new file gets the permissions of a plain ``open()``: 0666 less the umask.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -22,6 +23,7 @@ import numpy as np
 # .<target>.tmp-<pid>-<random>; older npembed wrote .<target>.tmp-<random> (no pid).
 _TEMPORARY = re.compile(r"^\.(?P<target>.+?)\.tmp-(?:(?P<pid>\d+)-)?[^/]*$")
 _umask_lock = threading.Lock()
+NAME_MAX = 255                          # bytes in one file name, on every common Linux file system
 
 
 @contextlib.contextmanager
@@ -60,22 +62,47 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> 
 @contextlib.contextmanager
 def _temporary_beside(path: str | os.PathLike, suffix: str = ""):
     """Yield (fd, tmp path) of a fresh temporary file beside ``path``; on a clean exit give it
-    the umask's permissions and rename it over ``path``, else remove it."""
+    the umask's permissions and rename it over ``path``, else remove it.  An OSError without a
+    file name (ENOSPC from write or fsync) is raised again naming ``path``."""
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     remove_stale_temporaries(folder, target=name)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.tmp-{os.getpid()}-", suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{_temporary_stem(name)}.tmp-{os.getpid()}-",
+                                   suffix=suffix[:16])
+    except OSError as err:
+        raise _naming(err, path) from None
     try:
         yield fd, tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not err.filename:
+            raise _naming(err, path) from None
         raise
+
+
+def _naming(err: OSError, path: str) -> OSError:
+    """``err`` with ``path`` as its file name (the same OSError subclass, errno and reason)."""
+    if err.filename:
+        return err
+    return OSError(err.errno, err.strerror or str(err), path)
+
+
+def _temporary_stem(name: str) -> str:
+    """The part of a temporary file's name that names its target: ``name`` itself, or, where
+    ``.<name>.tmp-<pid>-<random><suffix>`` would pass NAME_MAX, its start and a hash of it."""
+    room = NAME_MAX - len(".tmp-4194304-12345678") - 1 - 16      # pid up to 2**22, mkstemp's 8, suffix
+    encoded = os.fsencode(name)
+    if len(encoded) <= room:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    return encoded[:room - 17].decode("utf-8", "ignore") + "~" + digest
 
 
 def writable_folder(folder: str | os.PathLike, what: str = "folder") -> Path:
@@ -112,7 +139,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, target: str | None = Non
         return removed
     for name in names:
         match = _TEMPORARY.match(name)
-        if not match or (target is not None and match["target"] != target):
+        if not match or (target is not None and match["target"] != _temporary_stem(target)):
             continue
         if any_writer or (match["pid"] is not None and not _alive(int(match["pid"]))):
             with contextlib.suppress(FileNotFoundError):

@@ -1,15 +1,19 @@
 """Atomic save and load of everything a run needs to resume: weights, optimizer state, progress.
 
-One ``.npz`` per checkpoint: the weights (Keras order), the optimizer's step count and state
-(Adam's moments ``m_i``/``v_i``, row-wise Adagrad's accumulators ``a_i``), and a
-JSON document with the epoch reached, the history so far, the run's config and any callback
-state (early stopping's best weights live in arrays beside it).  The batches' order needs no
+One ``.npz`` per checkpoint (format 2): the weights ``weight_i`` (Keras order); the optimizer's
+``state()`` as it returns it (its arrays under their own keys, Adam's ``m_i``/``v_i``, row-wise
+Adagrad's ``a_i``; its numbers in the JSON document, with the optimizer's class and the list of
+its array keys); and a JSON document with the epoch reached, the history so far, the kernel
+backend that wrote it, and any callback state (early stopping's best weights live in arrays
+``extra_*`` beside it).  The batches' order needs no
 saved RNG state: epoch e's order is a pure function of (seed, e) (datasets.batching.Batches).
 
 Loading checks everything before the model is touched: the file reads as an ``.npz`` of plain
 arrays, the keys are there, each weight and moment has the model's shape and dtype and is
-finite, and the progress document is consistent.  Any failure is a :class:`CheckpointError`
-that names the file.
+finite, the optimizer is the one that wrote the state (and takes it: ``load_state`` checks
+it), and the progress document is consistent.  Any failure is a :class:`CheckpointError` that
+names the file; a checkpoint of another format (format 1, written before optimizers gave their
+own state) is refused by name, never read by guessing.
 """
 from __future__ import annotations
 
@@ -19,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from npembed.optimizers import SGD, RowwiseAdagrad
-
+from npembed import kernels
 from npembed.atomic import atomic_save_npz
+from npembed.checks import is_integer
 from npembed.errors import DamagedFileError
 
-FORMAT = 1
+FORMAT = 2
+RESERVED = ("weight_", "extra_", "state_json")      # the optimizer's keys may not start so
 
 
 class CheckpointError(DamagedFileError):
@@ -35,15 +40,18 @@ def save_checkpoint(path: str | os.PathLike, model, state: dict, extra_arrays: d
     """Write ``path`` atomically: the model's weights and optimizer state, plus ``state`` (JSON)."""
     arrays = {f"weight_{i}": w for i, w in enumerate(model.weights)}
     optimizer = model.optimizer
-    if optimizer is not None and optimizer.momentums:
-        arrays.update({f"m_{i}": m for i, m in enumerate(optimizer.momentums)})
-        arrays.update({f"v_{i}": v for i, v in enumerate(optimizer.velocities)})
-    if isinstance(optimizer, RowwiseAdagrad) and optimizer.accumulators:
-        arrays.update({f"a_{i}": a for i, a in enumerate(optimizer.accumulators)})
+    optimizer_state = optimizer.state() if optimizer is not None else {}
+    numbers = {key: value for key, value in optimizer_state.items() if not isinstance(value, np.ndarray)}
+    optimizer_arrays = {key: value for key, value in optimizer_state.items() if isinstance(value, np.ndarray)}
+    if any(key.startswith(RESERVED) for key in optimizer_arrays):
+        raise ValueError(f"optimizer state keys {sorted(optimizer_arrays)} clash with the checkpoint's own")
+    arrays.update(optimizer_arrays)
     for key, value in (extra_arrays or {}).items():
         arrays[f"extra_{key}"] = value
     document = {"format": FORMAT, "iterations": optimizer.iterations if optimizer else 0,
-                "weight_names": model.weight_names, **state}
+                "weight_names": model.weight_names, "kernels": kernels.backend(),
+                "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+                "optimizer_numbers": numbers, "optimizer_arrays": sorted(optimizer_arrays), **state}
     arrays["state_json"] = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
     atomic_save_npz(path, **arrays)
 
@@ -87,7 +95,8 @@ def check_arrays(path, arrays: dict, keys: list[str], like: list[np.ndarray], wh
 
 
 def load_checkpoint(path: str | os.PathLike, model) -> tuple[dict, dict]:
-    """Restore weights and optimizer state into ``model``; return (state, extra_arrays)."""
+    """Restore weights and optimizer state into ``model``; return (state, extra_arrays).
+    ``state["kernels"]`` is the kernel backend that wrote the checkpoint."""
     arrays = read_npz(path)
     try:
         document = json.loads(arrays.pop("state_json").tobytes().decode("utf-8"))
@@ -96,61 +105,54 @@ def load_checkpoint(path: str | os.PathLike, model) -> tuple[dict, dict]:
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path} has no readable progress record ({err}): it is damaged") from err
     if document.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {document.get('format')}, this npembed "
-                              f"reads format {FORMAT}")
+        raise CheckpointError(f"checkpoint {path} has format {document.get('format')!r}, this npembed "
+                              f"reads format {FORMAT} only (format 1 was written before each optimizer "
+                              "gave its own state): start a new run, or finish this one with the npembed "
+                              "that wrote it")
     if document.get("weight_names") != model.weight_names:
         raise CheckpointError(f"checkpoint {path} holds weights {document.get('weight_names')}, the model "
                               f"has {model.weight_names}: was it written with other options?")
     _check_progress(path, document)
     count = len(model.weights)
     weights = check_arrays(path, arrays, [f"weight_{i}" for i in range(count)], model.weights, "weight")
-    optimizer_state = _optimizer_state(path, arrays, document, model)
+    if model.optimizer is None and document.get("optimizer") is not None:
+        raise CheckpointError(f"{path} holds the state of {document['optimizer']} too: compile the model "
+                              "with that optimizer before loading it (or load weights.npz for the weights alone)")
+    if model.optimizer is not None:
+        _load_optimizer_state(path, arrays, document, model)
     model.set_weights(weights)
-    if optimizer_state is not None:
-        model.optimizer.set_state(optimizer_state)
     extra = {key[len("extra_"):]: value for key, value in arrays.items() if key.startswith("extra_")}
     return document, extra
 
 
-def _optimizer_state(path, arrays: dict, document: dict, model) -> dict | None:
-    """The checked state of ``model.optimizer`` from the file (None: nothing to restore), or
-    CheckpointError when the file's state belongs to another optimizer or is missing."""
-    optimizer, count = model.optimizer, len(model.weights)
-    written = "Adam" if "m_0" in arrays else "RowwiseAdagrad" if "a_0" in arrays else None
-    if optimizer is None:
-        return None
-    mine = type(optimizer).__name__
-    if written is not None and written != mine:
+def _load_optimizer_state(path, arrays: dict, document: dict, model) -> None:
+    """Hand the file's optimizer state to ``model.optimizer.load_state`` (which checks it
+    against the weights before it keeps any of it), or CheckpointError: written by another
+    optimizer, listed arrays missing, or a state the optimizer refuses."""
+    optimizer = model.optimizer
+    written, mine = document.get("optimizer"), type(optimizer).__name__
+    if written != mine:
         raise CheckpointError(f"{path} holds the state of {written}, this model trains with {mine}: "
                               "was it written with another --optimizer?")
-    iterations = document["iterations"]
-    if isinstance(optimizer, RowwiseAdagrad):
-        if written is None:
-            if iterations > 0:
-                raise CheckpointError(f"{path} has no Adagrad accumulators after {iterations} steps: "
-                                      "it is damaged")
-            return None
-        like = [np.empty(shape, dtype=w.dtype)
-                for shape, w in zip(RowwiseAdagrad.accumulator_shapes(model.weights), model.weights)]
-        accumulators = check_arrays(path, arrays, [f"a_{i}" for i in range(count)], like, "Adagrad accumulator")
-        if any(np.any(a < 0) for a in accumulators):
-            raise CheckpointError(f"{path}: an Adagrad accumulator is negative: the file is damaged")
-        return {"iterations": iterations, "momentums": [], "velocities": [], "accumulators": accumulators}
-    if isinstance(optimizer, SGD):                  # no moments: only its step count (its decay)
-        return {"iterations": iterations, "momentums": [], "velocities": []}
-    if written is None:
-        return None
-    moments = check_arrays(path, arrays, [f"m_{i}" for i in range(count)], model.weights, "Adam moment")
-    velocities = check_arrays(path, arrays, [f"v_{i}" for i in range(count)], model.weights, "Adam moment")
-    if any(np.any(v < 0) for v in velocities):
-        raise CheckpointError(f"{path}: an Adam second moment is negative: the file is damaged")
-    return {"iterations": iterations, "momentums": moments, "velocities": velocities}
+    keys, numbers = document.get("optimizer_arrays"), document.get("optimizer_numbers")
+    if not (isinstance(keys, list) and isinstance(numbers, dict)):
+        raise CheckpointError(f"{path}: its optimizer record is damaged")
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise CheckpointError(f"{path} lacks the optimizer arrays {missing}: it is damaged")
+    state = {**numbers, **{key: arrays[key] for key in keys}}
+    if state.get("iterations") != document["iterations"]:
+        raise CheckpointError(f"{path}: its optimizer's step count disagrees with its progress record: "
+                              "it is damaged")
+    try:
+        optimizer.load_state(state, model.weights)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: {err}") from err
 
 
 def _check_progress(path, document: dict) -> None:
     epoch, iterations, history = document.get("epoch"), document.get("iterations"), document.get("history")
-    valid = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1
-             and isinstance(iterations, int) and not isinstance(iterations, bool) and iterations >= 0
+    valid = (is_integer(epoch) and epoch >= 1 and is_integer(iterations) and iterations >= 0
              and isinstance(history, dict)
              and all(isinstance(values, list) and len(values) == epoch for values in history.values()))
     if not valid:

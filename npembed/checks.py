@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from npembed.errors import UsageError
+
 
 def check_token_ids(ids, input_dim: int) -> np.ndarray:
     """Return ``ids`` as an integer array of shape (batch, seq_len), or raise (no copy for an
@@ -88,3 +90,27 @@ def check_no_empty_rows(token_counts: np.ndarray) -> None:
         raise ValueError(f"row {int(empty[0])} of the batch is all padding: with mask_zero=True its "
                          "average over non-padding tokens is undefined (Keras gives NaN); "
                          "drop empty reviews before batching")
+
+
+def is_integer(value) -> bool:
+    """True for an int (Python or NumPy), False for a bool and anything else."""
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
+def is_number(value) -> bool:
+    """True for an int or float (Python or NumPy), False for a bool and anything else."""
+    return (not isinstance(value, (bool, np.bool_))
+            and isinstance(value, (int, float, np.integer, np.floating)))
+
+
+def check_number(what: str, value) -> None:
+    """TypeError unless ``value`` is a number and not a bool (``True`` would pass as 1)."""
+    if not is_number(value):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+
+
+def check_int_option(name: str, value, low: int, high: int | None = None) -> None:
+    """``errors.UsageError`` naming ``--name`` unless ``value`` is an int (not a bool) in [low, high]."""
+    if not is_integer(value) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise UsageError(f"--{name.replace('_', '-')} must be an integer {bound}, got {value!r}")

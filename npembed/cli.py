@@ -10,6 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
+from npembed import plots
+from npembed.config import COMMON, TrainConfig
+from npembed.datasets import load_imdb_subwords8k
+from npembed.errors import FILESYSTEM, NpembedError, UsageError
+from npembed.export import nearest_neighbors
+from npembed.gradients_report import gradients_report
+from npembed.kernels import BACKENDS, backend
+from npembed.losses import sigmoid
+from npembed.models import MODELS, model_module, text_inputs
+from npembed.optimizers import Adam
+from npembed.runfolder import check_vocabulary, vocabulary_checksum
+from npembed.training import load_run, train
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -17,9 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from npembed.errors import NpembedError
     import warnings
-    format_warning, handlers = warnings.formatwarning, _stop_on_termination()
+    format_warning, handlers, errors = warnings.formatwarning, _stop_on_termination(), _printable_output()
     # a warning is a line of the command's output, not a source location
     warnings.formatwarning = lambda message, *_, **__: f"npembed {args.command}: warning: {message}\n"
     try:
@@ -37,16 +49,29 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as err:                  # a full disk, a read-only file system, ...
-        from npembed.errors import FILESYSTEM
         where = f" {err.filename}" if err.filename else ""
         print(f"npembed {args.command}: error: could not read or write{where}: {err.strerror or err}. "
-              "Fix the location (space, permissions) and run the command again; a training run "
-              "resumes with --resume.", file=sys.stderr)
+              f"Fix the location (space, permissions) and {_run_again(args)}", file=sys.stderr)
         return FILESYSTEM
     finally:
         warnings.formatwarning = format_warning
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        for stream, previous in errors.items():
+            stream.reconfigure(errors=previous)
+
+
+def _printable_output() -> dict:
+    """On a terminal that takes only some characters (PYTHONIOENCODING=ascii, a latin-1 locale),
+    print a subword or review it cannot show as an escape (\\xe9) instead of failing with
+    UnicodeEncodeError; returns the streams changed, with the error handler to put back."""
+    changed = {}
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if hasattr(stream, "reconfigure") and encoding not in ("utf8", "utf16", "utf32"):
+            changed[stream] = stream.errors
+            stream.reconfigure(errors="backslashreplace")
+    return changed
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,6 +100,8 @@ def _stop_on_termination() -> dict:
 
 def _after_interruption(args) -> str:
     if args.command == "train":
+        if not _resumable(args):
+            return f"No run was started in {args.out}: run the same command again to start it."
         return (f"Nothing is lost: `npembed train --out {args.out} --resume` continues from the last "
                 "finished epoch.")
     if args.command == "prepare":
@@ -82,23 +109,34 @@ def _after_interruption(args) -> str:
     return "Nothing was changed."
 
 
+def _resumable(args) -> bool:
+    """Whether ``train``'s --out holds a run that --resume continues (its config.json is
+    written only once the data and the n-grams are ready; a start stopped before is undone)."""
+    try:
+        return (Path(args.out) / "config.json").is_file()
+    except OSError:                         # a name too long, a loop: no run there either
+        return False
+
+
+def _run_again(args) -> str:
+    if args.command == "train" and _resumable(args):
+        return f"continue with `npembed train --out {args.out} --resume`."
+    return "run the command again."
+
+
 def _check_environment() -> None:
     """Environment variables are options too: check them before any work."""
-    from npembed.errors import UsageError
-    from npembed.kernels import BACKENDS
     kernels = os.environ.get("NPEMBED_KERNELS", "").strip().lower()
     if kernels and kernels not in BACKENDS:
         raise UsageError(f"NPEMBED_KERNELS={os.environ['NPEMBED_KERNELS']!r} is not a kernel backend: "
                          f"use one of {', '.join(BACKENDS)}, or unset it")
     if kernels == "native":             # asked for by name: fail now, not after minutes of work
-        from npembed.kernels import backend
         backend()
 
 
 # --------------------------------------------------------------------------- commands
 def cmd_prepare(args) -> None:
     import time
-    from npembed.datasets import load_imdb_subwords8k
     start = time.perf_counter()
     data = load_imdb_subwords8k(args.data, cache_dir=args.cache_dir, vocab=args.vocab)
     print(f"data: {data.source.describe()}")
@@ -112,46 +150,44 @@ def cmd_prepare(args) -> None:
     print(f"ready in {time.perf_counter() - start:.1f} s")
 
 
-TRAIN_OPTIONS = ("epochs", "batch_size", "embedding_dim", "hidden_units", "mask", "learning_rate", "seed",
-                 "validation_steps", "shuffle_buffer", "early_stopping", "steps_per_epoch", "adam_variant",
-                 "optimizer", "nb_init", "nb_rates", "ngrams", "buckets", "validation_reviews")
-
-
 def cmd_train(args) -> None:
-    from npembed.training import TrainConfig, train
-    # Options left out are None here, so that --resume can tell what was asked for.
-    asked = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
-    if asked.get("validation_steps") == 0:
-        asked["validation_steps"] = None                   # 0: the whole test split
+    asked = _asked_options(args)
     if args.resume:
         results = train(asked, args.out, data=args.data, resume=True)
         print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
         return
-    config = TrainConfig.for_ngrams(**asked) if asked.get("ngrams") else TrainConfig(**asked)
+    config = TrainConfig.for_model(**asked)
     results = train(config, args.out, data=args.data)
     print(f"run folder: {args.out}  (history.json, loss.png, accuracy.png, vecs.tsv, meta.tsv, "
           f"projector_config.pbtxt, checkpoint.npz)")
     print(f"test accuracy {results['test_accuracy']:.4f} on {results['test_reviews']:,} reviews")
 
 
+def _asked_options(args) -> dict:
+    """The options given on the command line (left out: None), by name; one of a model other
+    than --model's (or, on --resume, given without --model) is refused by TrainConfig / train."""
+    names = [*COMMON, "model", *(name for module in MODELS.values() for name in module.OPTIONS)]
+    asked = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if asked.get("validation_steps") == 0:
+        asked["validation_steps"] = None                   # 0: the whole test split
+    if not args.resume:
+        asked.setdefault("model", "tutorial")
+    return asked
+
+
 def _run_data(args, run_encoder):
     """The data for a command on a run, refused unless it has the run's vocabulary."""
-    from npembed.datasets import load_imdb_subwords8k
-    from npembed.runfolder import check_vocabulary, vocabulary_checksum
     data = load_imdb_subwords8k(args.data, progress=False)
     check_vocabulary(args.run, vocabulary_checksum(run_encoder.subwords), data.encoder, data.source.describe())
     return data
 
 
 def cmd_evaluate(args) -> None:
-    from npembed.training import load_run
     model, config, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     batch_size = args.batch_size or config.batch_size
-    split = data.split(args.split)
-    if config.ngrams:                         # the n-gram model reads each review's hashed n-grams too
-        from npembed.datasets.ngrams import load_ngram_split
-        split = load_ngram_split(split, config.ngrams, config.buckets, encoder.vocab_size, data.cache_folder)
+    split = model_module(config.model).prepare(data.split(args.split), config, encoder.vocab_size,
+                                               data.cache_folder)
     result = model.evaluate(split.batches(batch_size, shuffle_buffer=None))
     print(f"{args.split} ({len(split):,} reviews, batch {batch_size}, "
           f"{'masked' if config.mask else 'unmasked: padding counts in the average'}): "
@@ -159,26 +195,21 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from npembed.losses import sigmoid
-    from npembed.training import load_run
     texts = _review_texts(args)
     model, config, encoder = load_run(args.run)
     for label, text in texts:
-        ids = np.array([encoder.encode(text)])
-        if config.ngrams:
-            from npembed.datasets.batching import EncodedSplit
-            from npembed.datasets.ngrams import ngram_split
-            one = EncodedSplit("text", ids[0].astype(np.int32), np.array([0, ids.shape[1]]), np.zeros(1, np.int8),
-                               np.array([label]))
-            ids = ngram_split(one, config.ngrams, config.buckets, encoder.vocab_size).padded(np.arange(1))
+        ids = text_inputs(config, encoder, text)
         logit = float(model(ids)[0, 0])
         print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {label}")
 
 
+MAX_REVIEW_BYTES = 16 << 20     # all reviews of one `predict` together; an IMDB review is under 14 kB
+
+
 def _review_texts(args) -> list[tuple[str, str]]:
-    """(label to print, text) of each review: TEXT arguments, '-' for stdin, --file PATH."""
-    from npembed.errors import UsageError
-    reviews = []
+    """(label to print, text) of each review: TEXT arguments, '-' for stdin, --file PATH; all
+    together at most MAX_REVIEW_BYTES (``--file /dev/zero`` is a message, not the OOM killer)."""
+    reviews, budget = [], [MAX_REVIEW_BYTES]
     if args.texts.count("-") > 1:
         raise UsageError("'-' (standard input) is given more than once: it holds one review; pass "
                          "the others as TEXT or --file PATH")
@@ -187,12 +218,16 @@ def _review_texts(args) -> list[tuple[str, str]]:
             if sys.stdin is None:
                 raise UsageError("'-' reads a review from standard input, which is closed: pipe the "
                                  "review in, or pass it as TEXT or --file PATH")
-            reviews.append(("<stdin>", _decode(sys.stdin.buffer.read(), "standard input")))
+            reviews.append(("<stdin>", _decode(_read_limited(sys.stdin.buffer, "standard input", budget),
+                                               "standard input")))
         else:                               # undo Python's surrogateescape of non-UTF-8 argv bytes
-            reviews.append((None, _decode(os.fsencode(text), f"argument {text!r}")))
+            data = os.fsencode(text)
+            budget[0] -= len(data)
+            reviews.append((None, _decode(data, f"argument {text!r}")))
     for path in args.file or []:
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb") as handle:
+                data = _read_limited(handle, f"--file {path}", budget)
         except OSError as err:
             raise UsageError(f"cannot read --file {path}: {err.strerror}") from None
         reviews.append((path, _decode(data, f"--file {path}")))
@@ -206,6 +241,25 @@ def _review_texts(args) -> list[tuple[str, str]]:
     return [(label or repr(text if len(text) <= 80 else text[:77] + "..."), text) for label, text in reviews]
 
 
+def _read_limited(handle, what: str, budget: list[int]) -> bytes:
+    """Read ``handle`` to its end in 1 MiB blocks (a signal is handled between two), refusing
+    past ``budget[0]`` bytes, which is lowered by what was read."""
+    from npembed.errors import UsageError
+    blocks, size = [], 0
+    while True:
+        block = handle.read(min(1 << 20, max(budget[0] - size, 0) + 1))
+        if not block:
+            break
+        blocks.append(block)
+        size += len(block)
+        if size > budget[0]:
+            raise UsageError(f"{what} holds more than {MAX_REVIEW_BYTES >> 20} MiB of review text "
+                             "(all reviews of one call together): pass reviews of ordinary length, "
+                             "not a device or a large file")
+    budget[0] -= size
+    return b"".join(blocks)
+
+
 def _decode(data: bytes, what: str) -> str:
     from npembed.errors import UsageError
     try:
@@ -216,8 +270,6 @@ def _decode(data: bytes, what: str) -> str:
 
 
 def cmd_neighbors(args) -> int:
-    from npembed.export import nearest_neighbors
-    from npembed.training import load_run
     model, _, encoder = load_run(args.run)
     table = model.weights[0]
     subwords = encoder.subwords
@@ -231,12 +283,11 @@ def cmd_neighbors(args) -> int:
         ids = encoder.encode(word)
         pieces = [encoder.id_to_piece(i) for i in ids]
         if not ids:
-            print(f"npembed neighbors: {word!r} has no subwords", file=sys.stderr)
-            return 2
+            raise UsageError(f"WORD {word!r} has no subwords: give a word, e.g. `npembed neighbors "
+                             f"--run {args.run} good`")
         if all(p.startswith("<byte") for p in pieces):
-            print(f"npembed neighbors: {word!r} is not in the vocabulary: it encodes only as raw bytes "
-                  f"{pieces}, which carry no meaning of their own", file=sys.stderr)
-            return 2
+            raise UsageError(f"WORD {word!r} is not in the vocabulary: it encodes only as raw bytes "
+                             f"{pieces}, which carry no meaning of their own; give a word")
         print(f"{word!r} is not one subword: it splits into {pieces}; using the mean of their vectors")
         query = table[ids].mean(axis=0)
     candidates = len(subwords) - (1 if np.ndim(query) == 0 else 0)
@@ -248,10 +299,8 @@ def cmd_neighbors(args) -> int:
 
 
 def cmd_plot_embeddings(args) -> None:
-    from npembed.plots import check_figure_path, plot_embedding_map
-    from npembed.training import load_run
     out = Path(args.out) if args.out else Path(args.run) / "embedding_map.png"
-    check_figure_path(out)
+    plots.check_figure_path(out)
     model, _, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     counts = np.bincount(data.train.ids, minlength=encoder.vocab_size)
@@ -261,30 +310,44 @@ def cmd_plot_embeddings(args) -> None:
     if top < args.top:
         print(f"(--top {args.top}: only {top} subwords occur in the train split; plotting those)")
     rows = np.argsort(-counts, kind="stable")[:top]
-    labels = [encoder.id_to_piece(int(r)) for r in rows]
-    plot_embedding_map(model.weights[0], labels, rows, out,
+    labels = [_printable(encoder.id_to_piece(int(r))) for r in rows]
+    plots.plot_embedding_map(model.weights[0], labels, rows, out,
                        title=f"{top} most frequent subwords, first two principal components")
     print(f"wrote {out}")
 
 
+def _printable(piece: str) -> str:
+    """A subword as a plot label: control characters (two subwords hold U+0085) as escapes,
+    which every font can draw."""
+    return piece if piece.isprintable() else repr(piece)[1:-1]
+
+
 def cmd_grads(args) -> None:
-    from npembed.gradients_report import gradients_report
     gradients_report(args)
 
 
 # --------------------------------------------------------------------------- arguments
 def at_least(low: int):
     """An argparse type: an integer >= ``low``."""
+    return between(low, None)
+
+
+def between(low: int, high: int | None):
+    """An argparse type: an integer from ``low`` to ``high`` (None: no upper bound)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"from {low} to {high:,}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
-    parse.__name__ = f"integer >= {low}"
+    parse.__name__ = f"integer >= {low}" if high is None else f"integer {low}..{high}"
     return parse
+
+
+MAX_MAP_LABELS = 2000          # past this a map's labels cover each other, and drawing takes minutes
 
 
 positive_int = at_least(1)
@@ -297,9 +360,45 @@ def path_arg(text: str) -> str:
     return text
 
 
+def _train_options(sub) -> None:
+    """``npembed train``'s options: the common ones, then one group per model (its module's own)."""
+    sub.add_argument("--model", choices=list(MODELS), help="which model (default tutorial); each one's "
+                     "defaults are its own (npembed/models/)")
+    sub.add_argument("--out", default="runs/tutorial", type=path_arg, help="run folder (default runs/tutorial)")
+    sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last "
+                     "checkpoint, with the options it was started with (only --epochs may be raised)")
+    # No defaults here (None = not given, so that --resume can refuse a changed option): a new
+    # run takes its model's, the tutorial's being TrainConfig's own.
+    defaults = TrainConfig()
+    sub.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
+    sub.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    sub.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
+    sub.add_argument("--hidden-units", type=int, help=f"default {defaults.hidden_units}; 0 removes "
+                     "the Dense(16, relu) layer")
+    sub.add_argument("--mask", action="store_true", default=None,
+                     help="Embedding(mask_zero=True): average over real tokens only")
+    sub.add_argument("--learning-rate", type=float, help=f"default {defaults.learning_rate}")
+    sub.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+    sub.add_argument("--validation-steps", type=int, help=f"default {defaults.validation_steps}; 0 "
+                     "validates on the whole validation split")
+    sub.add_argument("--shuffle-buffer", type=int, help=f"default {defaults.shuffle_buffer}")
+    sub.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                     help="stop after PATIENCE epochs without a better val_loss and restore the best epoch")
+    sub.add_argument("--steps-per-epoch", type=int, help="cut epochs short (quick runs)")
+    sub.add_argument("--optimizer", choices=["adam", "sgd", "rowwise-adagrad"],
+                     help="default adam (see --adam); for --model ngrams, one step per review: "
+                          "rowwise-adagrad (its default), Adagrad with one accumulator per embedding row; "
+                          "sgd, fastText's plain SGD, its rate decaying linearly to 0 over the run "
+                          "(npembed/optimizers.py)")
+    sub.add_argument("--adam", dest="adam_variant", choices=Adam.VARIANTS,
+                     help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "
+                          "Adam); keras3: Keras 3's, which squares each embedding slice before "
+                          "summing; lazy: updates only the looked-up rows (npembed/optimizers.py)")
+    for name, module in MODELS.items():
+        module.add_options(sub.add_argument_group(f"--model {name}", module.HELP))
+
+
 def _parser() -> argparse.ArgumentParser:
-    from npembed.config import NGRAM_DEFAULTS, NGRAM_RATES, TrainConfig
-    from npembed.optimizers import Adam
     parser = argparse.ArgumentParser(prog="npembed", description=(
         "The TensorFlow word-embeddings tutorial, by hand in NumPy. Data: --data PATH or "
         "NPEMBED_DATA (an aclImdb .tar.gz, an extracted aclImdb/ folder, or 'tfds')."))
@@ -318,63 +417,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--cache-dir", type=path_arg, help="default $NPEMBED_CACHE or ~/.cache/npembed")
     sub.add_argument("--vocab", type=path_arg, help="encode with this .subwords file instead of building the vocabulary")
 
-    sub = command("train", cmd_train, "train the tutorial's model (its settings by default) into a run folder")
+    sub = command("train", cmd_train, "train a model (the tutorial's, with its settings, by default) into a run folder")
+    _train_options(sub)
     data_option(sub)
-    sub.add_argument("--out", default="runs/tutorial", type=path_arg, help="run folder (default runs/tutorial)")
-    sub.add_argument("--resume", action="store_true", help="continue the run in --out from its last "
-                     "checkpoint, with the options it was started with (only --epochs may be raised)")
-    # No defaults here (None = not given, so that --resume can refuse a changed option): a new
-    # run takes TrainConfig's, which are the tutorial's.
-    defaults = TrainConfig()
-    sub.add_argument("--epochs", type=int, help=f"default {defaults.epochs}")
-    sub.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
-    sub.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
-    sub.add_argument("--hidden-units", type=int, help=f"default {defaults.hidden_units}; 0 removes "
-                     "the Dense(16, relu) layer")
-    sub.add_argument("--mask", action="store_true", default=None,
-                     help="Embedding(mask_zero=True): average over real tokens only")
-    sub.add_argument("--learning-rate", type=float, help=f"default {defaults.learning_rate}")
-    sub.add_argument("--seed", type=int, help=f"default {defaults.seed}")
-    sub.add_argument("--validation-steps", type=int, help=f"default {defaults.validation_steps}; 0 "
-                     "validates on the whole test split")
-    sub.add_argument("--shuffle-buffer", type=int, help=f"default {defaults.shuffle_buffer}")
-    sub.add_argument("--early-stopping", type=int, metavar="PATIENCE",
-                     help="stop after PATIENCE epochs without a better val_loss and restore the best epoch")
-    sub.add_argument("--steps-per-epoch", type=int, help="cut epochs short (quick runs)")
-    ngram = NGRAM_DEFAULTS
-    sub.add_argument("--ngrams", type=int, metavar="N",
-                     help="the fastText model instead of the tutorial's: each review's subwords plus "
-                          "their hashed 2..N-grams, averaged (mask implied), then Dense(1); its "
-                          f"defaults, chosen on the validation split: --buckets {ngram['buckets']} "
-                          f"--hidden-units {ngram['hidden_units']} --optimizer {ngram['optimizer']} "
-                          f"--learning-rate {ngram['learning_rate']} (--nb-rates "
-                          f"{NGRAM_RATES['rowwise-adagrad', True]}, adam {NGRAM_RATES['adam', False]}, sgd "
-                          f"{NGRAM_RATES['sgd', False]}; with --hidden-units, adam) --batch-size {ngram['batch_size']} "
-                          f"--epochs {ngram['epochs']} --early-stopping {ngram['early_stopping']} "
-                          "(README: Beyond the tutorial)")
-    sub.add_argument("--buckets", type=int, help=f"with --ngrams: rows for the hashed n-grams "
-                     f"(default {ngram['buckets']:,})")
-    sub.add_argument("--validation-reviews", type=int, help="with --ngrams: train reviews held out "
-                     f"(seed 0) for validation and early stopping (default {ngram['validation_reviews']}; 0: "
-                     "train on all of them for --epochs, e.g. the epochs a validated run chose); "
-                     "the test set is evaluated once, at the end")
-    sub.add_argument("--nb-init", action="store_true", default=None,
-                     help="with --ngrams: start the model as the naive-Bayes classifier of the "
-                          "training reviews (log-count ratios; npembed/nb_init.py)")
-    sub.add_argument("--nb-rates", action=argparse.BooleanOptionalAction, default=None,
-                     help="with --ngrams and rowwise-adagrad (tried, not chosen): multiply each row's "
-                          "learning rate by the absolute naive-Bayes log-count ratio of its feature in the "
-                          "training reviews (NBSVM's prior, as a per-row rate; docs/gradients.md section 11)")
-    sub.add_argument("--optimizer", choices=["adam", "sgd", "rowwise-adagrad"],
-                     help="default adam (see --adam), with --ngrams rowwise-adagrad; with --ngrams, one "
-                          "step per review: rowwise-adagrad, Adagrad with one accumulator per embedding "
-                          "row; sgd, fastText's plain SGD, its rate decaying linearly to 0 over the run "
-                          "(npembed/optimizers.py)")
-    sub.add_argument("--adam", dest="adam_variant", choices=[*Adam.VARIANTS, *Adam.ALIASES],
-                     metavar="{" + ",".join(Adam.VARIANTS) + "}",
-                     help=f"default {defaults.adam_variant}, the tutorial's tf.keras Adam (textbook "
-                          "Adam); keras3: Keras 3's, which squares each embedding slice before "
-                          "summing; lazy: updates only the looked-up rows (npembed/optimizers.py)")
 
     sub = command("evaluate", cmd_evaluate, "evaluate a run's final weights on a whole split")
     data_option(sub)
@@ -396,7 +441,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("plot-embeddings", cmd_plot_embeddings, "2-D PCA map of the most frequent subwords (PNG)")
     data_option(sub)
     sub.add_argument("--run", default="runs/tutorial", type=path_arg)
-    sub.add_argument("--top", type=at_least(2), default=300, help="how many subwords (at least 2; default 300)")
+    sub.add_argument("--top", type=between(2, MAX_MAP_LABELS), default=300,
+                     help=f"how many subwords (2 to {MAX_MAP_LABELS:,}; default 300)")
     sub.add_argument("--out", help="default RUN/embedding_map.png", type=path_arg)
 
     sub = command("grads", cmd_grads, "print the gradients of one review or batch, checked by finite "

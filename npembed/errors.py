@@ -64,3 +64,9 @@ class DivergedError(RunFolderError):
     """Training stopped on a non-finite loss."""
 
     exit_code = DIVERGED
+
+
+class NonFiniteLossError(ValueError):
+    """The loss became NaN or infinite (a library error, not a CLI one: ``training.train`` turns
+    it into a :class:`DivergedError`).  A batch step changes no weight when it raises this; a
+    per-review step (``per_review.train_step``) has changed the weights as it went."""

@@ -17,51 +17,53 @@ import tempfile
 import numpy as np
 
 import npembed
+from npembed.config import TrainConfig, build_model
+from npembed.datasets import load_imdb_subwords8k
 from npembed.errors import UsageError
 from npembed.gradcheck import numerical_gradient, rel_error
+from npembed.models import model_module, text_inputs
+from npembed.runfolder import check_vocabulary, load_run, vocabulary_checksum
 
 
 def _inputs(args):
-    """(ids (B, L), labels (B,), encoder, description)."""
+    """(model or None, ids (B, L), labels (B,), encoder, config, description): the review(s) as
+    the run's model module prepares them (an n-gram run's reviews carry their hashed n-grams),
+    so that z is the one evaluate and predict compute."""
     if args.run:
-        from npembed.training import load_run
-        model, _, encoder = load_run(args.run)
+        model, config, encoder = load_run(args.run)
     else:
-        model, encoder = None, None
+        model, config, encoder = None, TrainConfig(mask=bool(args.mask)), None
     if args.text is not None:
         if encoder is None:
-            from npembed.datasets import load_imdb_subwords8k
             encoder = load_imdb_subwords8k(args.data, progress=False).encoder
-        ids = np.array([encoder.encode(args.text)])
-        if ids.size == 0:
+        if not encoder.encode(args.text):
             raise UsageError("the text encodes to no subwords")
         label = 1 if args.label is None else args.label
-        return model, ids, np.array([label]), encoder, f"the text {args.text[:60]!r} (label {label})"
-    from npembed.datasets import load_imdb_subwords8k
+        ids = text_inputs(config, encoder, args.text, label).astype(np.int64)
+        return model, ids, np.array([label]), encoder, config, f"the text {args.text[:60]!r} (label {label})"
     data = load_imdb_subwords8k(args.data, progress=False)
     if encoder is not None:
-        from npembed.runfolder import check_vocabulary, vocabulary_checksum
         check_vocabulary(args.run, vocabulary_checksum(encoder.subwords), data.encoder, data.source.describe())
     encoder = encoder or data.encoder
-    split = data.split(args.split)
+    split = model_module(config.model).prepare(data.split(args.split), config, encoder.vocab_size,
+                                               data.cache_folder)
     if args.batch is not None:
         batches = split.batches(10, 1000, seed=0)
         if not 0 <= args.batch < len(batches):
             raise UsageError(f"--batch must be in 0..{len(batches) - 1}")
         ids, labels = next(batches.for_epoch(0, start_step=args.batch))
-        return model, ids, labels, encoder, f"batch {args.batch} of the tutorial's first epoch ({args.split})"
+        return model, ids, labels, encoder, config, f"batch {args.batch} of the tutorial's first epoch ({args.split})"
     index = 0 if args.index is None else args.index
     if not 0 <= index < len(split):
         raise UsageError(f"--index must be in 0..{len(split) - 1}")
-    return (model, split.review(index)[None, :].astype(np.int64), split.labels[[index]], encoder,
+    return (model, split.review(index)[None, :].astype(np.int64), split.labels[[index]], encoder, config,
             f"{args.split} review {index} ({split.keys[index]}, label {split.labels[index]})")
 
 
 def gradients_report(args) -> None:
-    model, ids, labels, encoder, description = _inputs(args)
+    model, ids, labels, encoder, config, description = _inputs(args)
     if model is None:
-        model = npembed.tutorial_model(vocab_size=encoder.vocab_size, mask_zero=args.mask, seed=0)
-        model.compile()
+        model = build_model(config, encoder.vocab_size)
     print(f"input: {description}: {ids.shape[0]} review(s), padded length {ids.shape[1]}, "
           f"{np.count_nonzero(ids):,} tokens, {int((ids == 0).sum()):,} padding")
     loss, grads = model.compute_gradients(ids, labels)
@@ -96,7 +98,7 @@ def _print_chain(model, ids, labels, encoder, rows: int) -> None:
     print(f"  so embedding row r gets count x g from this review ({counted.size} distinct rows; "
           f"the {len(order)} most frequent):")
     for row, count in zip(counted[order], counts[order]):
-        print(f"    {row:5d} {encoder.id_to_piece(int(row))!r:18s} {count:4d} x g   "
+        print(f"    {row:5d} {_piece(encoder, row)!r:18s} {count:4d} x g   "
               f"|{count} x g| = {count * np.linalg.norm(g):.4e}")
     if batch > 1:
         print("  (dE[r] for the batch adds these over its reviews: dE[r] = sum_b count[b, r] x g[b])")
@@ -130,7 +132,7 @@ def _print_rows(model, dense_embedding_grad, encoder, rows: int) -> None:
     print("  summed squared slices, Keras 3's second-moment input (Keras 2 squares dE instead):")
     print(f"  {'id':>5}  {'subword':18s} {'slices':>6}  {'|dE row|':>11}  {'|S row|':>11}")
     for row in order:
-        print(f"  {row:5d}  {encoder.id_to_piece(int(row))!r:18s} {counts[row]:6d}  "
+        print(f"  {row:5d}  {_piece(encoder, row)!r:18s} {counts[row]:6d}  "
               f"{norms[row]:11.4e}  {np.linalg.norm(squared[row]):11.4e}")
 
 
@@ -152,6 +154,12 @@ def _print_finite_differences(model, ids, labels, per_weight: int = 4) -> None:
         index = tuple(np.array(entries).T)
         pairs = ", ".join(f"{grad[e]:+.3e}/{numeric[e]:+.3e}" for e in entries)
         print(f"  {name:24s} rel_error {rel_error(grad[index], numeric[index]):.1e}  (analytic/numeric: {pairs})")
+
+
+def _piece(encoder, row) -> str:
+    """The subword of a row, or the hashed n-gram bucket it is (rows past the vocabulary)."""
+    row = int(row)
+    return encoder.id_to_piece(row) if row < encoder.vocab_size else f"<n-gram bucket {row - encoder.vocab_size}>"
 
 
 def _vector(values: np.ndarray, shown: int = 8) -> str:

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from npembed.layers import Dense, Embedding, GlobalAveragePooling1D
+
 FLAVORS = ("keras3", "tf_keras")
 ADAM_VARIANT = {"keras3": "keras3", "tf_keras": "keras2"}
 
@@ -64,7 +66,6 @@ def set_floatx(flavor: str, dtype: str) -> str:
 def build(np_model, flavor: str = "keras3"):
     """A ``Sequential`` of that Keras with np_model's architecture, dtype and weights."""
     keras = keras_module(flavor)
-    from npembed.layers import Dense, Embedding, GlobalAveragePooling1D
     dtype = np_model.dtype.name
     layers = []
     for layer in np_model.layers:

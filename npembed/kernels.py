@@ -2,15 +2,38 @@
 
 A reader who wants the math should read ``layers.py`` and ``optimizers.py``; this module only
 makes the same arithmetic cheaper.  Every fast function here names its reference and states
-how close the two are (bit for bit, or a tolerance and why).
+how close the two are.
 
 Two backends run the fast functions:
 
-- ``"native"``: the C loops of ``npembed/native.c``, compiled on first use with the machine's C
-  compiler (see ``native.py``); the default wherever that works;
+- ``"native"``: the C kernels of ``npembed/csrc/``, compiled on first use with the machine's C
+  compiler (see ``native.py``); the default wherever that works.  They are float32 only;
 - ``"numpy"``: whole-array NumPy, always available, and the reference for the other.
 
 ``NPEMBED_KERNELS=numpy`` (or ``native``) in the environment, or :func:`set_backend`, chooses.
+:func:`uses_native` is the one dispatch point: the native kernels run a float32 array when that
+backend is chosen; float64 always runs the NumPy code below.
+
+What is equal, and how closely (tests/test_kernels.py tests exactly this):
+
+- **Bit for bit**: Adam's element-wise update (dense, on table rows, lazy rows): given the same
+  gradient and squared gradient, both backends do the same IEEE float32 operations in the same
+  order (the C is compiled without fused multiply-add or fast-math), so weights, m and v are
+  identical.  The forward's per-review token counts and the distinct rows are identical too.
+- **Within a bound**, where a sum is rounded in a different order:
+  the pooled forward (both sum in float64, in different orders, and round once to float32):
+  within 1 float32 ulp (the float64 sums differ by at most about L 2^-53 sum|terms|, below one
+  float32 ulp unless the sum cancels to under L 2^-29 sum|terms|, L the review's length);
+  the per-row gradient sums ``sums``/``squares`` of :func:`pooled_row_sums` (native: float64,
+  rounded once; NumPy: a float32 matrix product of at most B terms per row):
+  ``|native - numpy| <= (B + 1) u * sum_b c_b |g_b|`` with u = 2^-24 (float32's unit roundoff);
+  SGD's scatter (native: a row held k times takes k rounded subtractions; NumPy: one of the
+  rounded sum): ``|native - numpy| <= 2 (k + 1) u (|w| + sum |steps|)`` per entry.
+- So one training step of the two backends differs only where those sums differ, by about an
+  ulp of the weight (3.7e-9, one ulp of a weight near 0.05, after the tutorial's first Adam
+  step); the differences then grow as any perturbation of training does, and a run resumed
+  under the other backend is not bit-identical to one that stayed.  The training curve agrees
+  within tests/test_tutorial_curve.py's tolerance, not bit for bit.
 """
 from __future__ import annotations
 
@@ -62,7 +85,7 @@ def set_backend(name: str) -> None:
         try:
             native.load()
         except native.BuildError as err:
-            raise ImportError(f"the native kernels could not be built: {err}") from err
+            raise ImportError(f"the native kernels cannot be used here: {err}") from err
         _native = native
     _backend = name
 
@@ -73,8 +96,19 @@ def _first_lines(err: Exception, lines: int = 2) -> str:
     return text if text.endswith(".") else text + "."
 
 
-def _use_native() -> bool:
-    return (_backend or backend()) == "native"
+def uses_native(array: np.ndarray) -> bool:
+    """Whether the native kernels run an operation on ``array``'s dtype: the "native" backend
+    and float32 (the C path's type); float64 always takes the NumPy reference."""
+    return array.dtype == np.float32 and (_backend or backend()) == "native"
+
+
+def check_state_shapes(weight: np.ndarray, *state: np.ndarray) -> None:
+    """Refuse optimizer state whose shape is not its weight's (state built for another model):
+    the NumPy path would broadcast or fail deep inside, the C path must never see it."""
+    for array in state:                           # plain comparisons: this runs every step
+        if array.shape != weight.shape:
+            raise ValueError(f"optimizer state of shape {array.shape} for a weight of shape {weight.shape}: "
+                             "it was built for another model; compile this model with a fresh optimizer")
 
 
 # --------------------------------------------------------------------------- scatter-add
@@ -143,11 +177,11 @@ def pooled_lookup(ids: np.ndarray, table: np.ndarray, mask: np.ndarray | None
     position in float64 instead, without finding each review's distinct rows, and returns memo
     None: plain SGD (:func:`sgd_pooled_rows`) never needs them, Adam's backward finds them.
     """
-    if _use_native() and mask is not None:     # the n-gram model: no distinct rows (memo None)
+    if uses_native(table) and mask is not None:     # the n-gram model: no distinct rows (memo None)
         pooled, lengths = _native.masked_pooled_lookup(ids, table, mask)
         check_no_empty_rows(lengths)
         return pooled, None
-    if _use_native():
+    if uses_native(table):
         pooled, lengths, review_counts = _native.pooled_lookup(ids, table, mask)
         if mask is not None:
             check_no_empty_rows(lengths)
@@ -172,13 +206,14 @@ def pooled_row_sums(ids: np.ndarray, mask: np.ndarray | None, row_gradient: np.n
     its ``row_sums()``.  NumPy: ``counts.T @ g`` and ``counts.T @ g**2`` with the (B, U) count
     matrix, in the gradient's dtype; native: ``count * g`` per review and row, summed in
     float64 and rounded once.  ``memo`` comes from :func:`pooled_lookup` (recomputed when None).
-    The two agree to a few ulps of each sum.
+    The two differ by at most ``(B + 1) u sum_b c_b |g_b|`` (u = 2^-24), the float32 product's
+    rounding; the rows are identical.
     """
-    if _use_native():
-        if memo is None:
+    if uses_native(row_gradient):
+        if memo is None or len(memo) != 3:              # (a memo of the NumPy forward: 2 arrays)
             memo = _native.review_row_counts(ids, mask, num_rows)
         return _native.pooled_row_sums(memo, row_gradient, num_rows)
-    rows, counts = memo if memo is not None else row_counts(ids, num_rows, mask)
+    rows, counts = memo if memo is not None and len(memo) == 2 else row_counts(ids, num_rows, mask)
     counts = counts.astype(row_gradient.dtype)          # small counts are exact in either dtype
     return rows, counts.T @ row_gradient, counts.T @ np.square(row_gradient)
 
@@ -196,7 +231,7 @@ def sgd_pooled_rows(table: np.ndarray, ids: np.ndarray, mask: np.ndarray | None,
     subtractions natively and one of the rounded sum in NumPy: they agree to a few ulps.
     """
     step = (row_gradient * row_gradient.dtype.type(learning_rate)).astype(table.dtype, copy=False)
-    if _use_native() and mask is not None:
+    if uses_native(table) and mask is not None:
         _native.sgd_scatter(table, ids, mask, step)
         return
     rows, sums, _ = pooled_row_sums(ids, mask, step, table.shape[0])
@@ -210,8 +245,10 @@ def adam_update(weight, m, v, grad, squared_grad, alpha, one_minus_beta_1,
     native, one pass; NumPy, the same operations in the same order in two temporaries (a
     scratch array reused for every intermediate, and ``m * alpha``) instead of one per
     operation."""
-    if squared_grad is None and _use_native():
-        _native.adam_update(weight, m, v, grad, alpha, one_minus_beta_1, one_minus_beta_2, epsilon)
+    check_state_shapes(weight, m, v, grad)
+    if squared_grad is None and uses_native(weight):
+        _native.adam_dense(weight, m, v, np.ascontiguousarray(grad), alpha, one_minus_beta_1,
+                           one_minus_beta_2, epsilon)
         return
     scratch = np.subtract(grad, m)
     scratch *= one_minus_beta_1
@@ -239,9 +276,10 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_min
     looked-up rows are then redone from their saved old values with the full formula;
     ``scratch`` is a pair of buffers shaped like ``weight`` (allocated when None).
     """
-    if _use_native():
-        _native.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha,
-                                 one_minus_beta_1, one_minus_beta_2, epsilon)
+    check_state_shapes(weight, m, v)
+    if uses_native(weight):
+        _native.adam_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
+                          one_minus_beta_2, epsilon)
         return
     if scratch is None:
         scratch = (np.empty_like(weight), np.empty_like(weight))
@@ -259,9 +297,10 @@ def adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_min
 def adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
                           one_minus_beta_2, epsilon) -> None:
     """The same formula on ``rows`` only; the other rows' m, v and weights stay as they are."""
-    if _use_native():
-        _native.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, alpha,
-                                 one_minus_beta_1, one_minus_beta_2, epsilon, lazy=True)
+    check_state_shapes(weight, m, v)
+    if uses_native(weight):
+        _native.lazy_adam_rows(weight, m, v, rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
+                               one_minus_beta_2, epsilon)
         return
     m_rows, v_rows, w_rows = (np.take(state, rows, axis=0) for state in (m, v, weight))
     adam_update(w_rows, m_rows, v_rows, grad_rows, squared_rows, alpha, one_minus_beta_1,
@@ -276,11 +315,12 @@ def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, one_minus_bet
     Reference: ``pooled_row_sums`` then :func:`adam_update_lazy_rows` with
     ``squared_rows = grad_rows**2`` (what ``Adam(variant="lazy")`` does with any sparse
     gradient).  Native with a mask (the n-gram model): one walk over the ids sums each row's
-    slices in float64, then each row takes its update, with no per-review distinct rows and no
-    sort; bit for bit the reference in float32 (every sum is exact in double), within an ulp of
-    each sum in float64.
+    slices in float64 and rounds each sum once, then each row takes its update, with no
+    per-review distinct rows and no sort.  Its row sums are within :func:`pooled_row_sums`'s
+    bound of NumPy's; given the same sums the update is bit for bit.
     """
-    if _use_native() and mask is not None:
+    check_state_shapes(weight, m, v)
+    if uses_native(weight) and mask is not None:
         _native.pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, one_minus_beta_1,
                                  one_minus_beta_2, epsilon)
         return
@@ -299,3 +339,85 @@ def _apply_step(weight, m, v, alpha, epsilon, scratch) -> None:
     np.multiply(m, alpha, out=step)
     np.divide(step, denominator, out=step)
     weight -= step
+
+
+# --------------------------------------------------------------------------- one step per review
+# The n-gram model ``Embedding(V, D, mask_zero=True) -> average -> Dense(1)`` with sigmoid
+# cross-entropy, trained as fastText does: one step per review, in order (npembed/per_review.py).
+# Review b, its n masked-in positions, label y, c_r positions holding row r
+# (docs/gradients_appendix.md, the n-gram model, its SGD and row-wise Adagrad, at B = 1):
+#
+#     h = (1/n) sum_t E[x_t]        z = h . k + c        e = sigmoid(z) - y = dloss/dz
+#     g_k = e h        g_c = e      g_r = c_r e k / n    (every row along k, the kernel before its step)
+#
+# ``per_review.reference_steps`` is the definition (through the layers' own forward and
+# backward and the optimizer's ``update``); the functions below are the same arithmetic without
+# the framework, and the tests hold both the NumPy and the native version to that definition.
+def _review_forward(ids, mask, label, table, kernel, bias):
+    """One review's (rows, counts, n, h (D,), z, loss, e), h summed in float64 and rounded once."""
+    held = ids[mask]
+    rows, counts = np.unique(held, return_counts=True)
+    n = held.size
+    h = (table[held].sum(axis=0, dtype=np.float64) / n).astype(table.dtype)
+    z = h @ kernel + bias[0]
+    loss = np.maximum(z, 0) - z * label + np.log1p(np.exp(-np.abs(z)))
+    e = 1 / (1 + np.exp(-z)) - label
+    return rows, counts.astype(table.dtype), n, h, z, loss, e
+
+
+def review_sgd_reference(ids, mask, labels, table, kernel, bias, rate) -> tuple[np.ndarray, np.ndarray]:
+    """fastText's SGD, one review at a time, in place: ``w -= rate * g`` for k, c and each row
+    of the review.  ids, mask (B, L); labels (B, 1); table (V, D); kernel (D, 1) or (D,); bias
+    (1,).  Returns (logits (B,), losses (B,)), each review's before its own step."""
+    k, lr = kernel.reshape(-1), table.dtype.type(rate)
+    logits, losses = np.empty(len(ids), table.dtype), np.empty(len(ids), table.dtype)
+    for b in range(len(ids)):
+        rows, counts, n, h, logits[b], losses[b], e = _review_forward(ids[b], mask[b], labels[b, 0], table, k, bias)
+        row_step = (counts[:, None] * e / n) * k                 # g_r, with k before its own step
+        k -= lr * (e * h)
+        bias -= lr * e
+        table[rows] -= lr * row_step
+    return logits, losses
+
+
+def review_adagrad_reference(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc, rate,
+                             epsilon) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise Adagrad, one review at a time, in place (``optimizers.RowwiseAdagrad``):
+    ``A_r += mean_j g_rj**2; E[r] -= rate g_r / (sqrt(A_r) + eps)``, element-wise for k and c.
+    Shapes as :func:`review_sgd_reference`, with table_acc (V,), kernel_acc like kernel,
+    bias_acc (1,)."""
+    k, k_acc = kernel.reshape(-1), kernel_acc.reshape(-1)
+    lr, eps = table.dtype.type(rate), table.dtype.type(epsilon)
+    logits, losses = np.empty(len(ids), table.dtype), np.empty(len(ids), table.dtype)
+    for b in range(len(ids)):
+        rows, counts, n, h, logits[b], losses[b], e = _review_forward(ids[b], mask[b], labels[b, 0], table, k, bias)
+        sums = (counts[:, None] * e / n) * k
+        held = np.any(sums != 0, axis=1)
+        rows, sums = rows[held], sums[held]
+        table_acc[rows] += np.mean(np.square(sums, dtype=np.float64), axis=1).astype(table.dtype)
+        table[rows] -= sums * (lr / (np.sqrt(table_acc[rows]) + eps))[:, None]
+        for weight, acc, grad in ((k, k_acc, e * h), (bias, bias_acc, np.array([e], table.dtype))):
+            acc += grad * grad
+            weight -= lr * grad / (np.sqrt(acc) + eps)
+    return logits, losses
+
+
+def review_sgd(ids, mask, labels, table, kernel, bias, rate) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`review_sgd_reference`; native (float32): ``native.review_sgd`` (two passes per
+    review, float64 sums rounded once).  The tests hold both to ``per_review.reference_steps``:
+    this NumPy loop in float64 within 1e-12 relative (the same operations, other order), the
+    float32 C loop within rtol 1e-5, atol 1e-6 (tests/test_sgd.py, FLOAT32_STEPS)."""
+    if uses_native(table):
+        return _native.review_sgd(ids, mask, labels, table, kernel, bias, rate)
+    return review_sgd_reference(ids, mask, labels, table, kernel, bias, rate)
+
+
+def review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc, rate,
+                   epsilon) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`review_adagrad_reference`; native (float32): ``native.review_adagrad`` (held to
+    the definition as :func:`review_sgd` is)."""
+    if uses_native(table):
+        return _native.review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias,
+                                      bias_acc, rate, epsilon)
+    return review_adagrad_reference(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc,
+                                    rate, epsilon)

@@ -113,11 +113,6 @@ class Embedding(Layer):
                                                  dense_shape=(self.input_dim, self.output_dim))
         return None
 
-    @property
-    def sparse_grads(self) -> dict:
-        """``grads`` under the name older callers use (the gradient is sparse there already)."""
-        return self.grads
-
     def compute_mask(self, inputs, mask):
         if not self.mask_zero:
             return None
@@ -181,6 +176,8 @@ class GlobalAveragePooling1D(Layer):
         return None
 
     def output_shape(self, input_shape):
+        """(B, L, D) -> (B, D); ValueError for another rank."""
+        _expect_rank(self, input_shape, 3)
         return (input_shape[0], input_shape[2])
 
 
@@ -229,6 +226,8 @@ class Dense(Layer):
         return dz @ self.params["kernel"].T
 
     def output_shape(self, input_shape):
+        """(B, in) -> (B, units); ValueError for another rank."""
+        _expect_rank(self, input_shape, 2)
         return (*input_shape[:-1], self.units)
 
 
@@ -246,7 +245,8 @@ class PooledEmbedding(Layer):
     Let ``c[b, r]`` be how many positions of review b hold row r (counting only the non-padding
     positions when the embedding masks) and ``n[b] = sum_r c[b, r]`` (= L without a mask).
 
-    Forward:  ``pooled[b] = (1 / n[b]) * sum_t E[ids[b, t]] = (1 / n[b]) * sum_r c[b, r] E[r]``
+    Forward:  ``pooled[b] = (1 / n[b]) * sum_t mask[b, t] E[ids[b, t]] = (1 / n[b]) * sum_r c[b, r] E[r]``
+              (``mask[b, t] = 1`` everywhere without a mask)
               ids (B, L) int -> pooled (B, D)       (``kernels.pooled_lookup``)
 
     Backward: pooling sends every counted position of review b the same slice
@@ -286,6 +286,12 @@ class PooledEmbedding(Layer):
 
     def output_shape(self, input_shape):
         return self.pooling.output_shape(self.embedding.output_shape(input_shape))
+
+
+def _expect_rank(layer: Layer, input_shape: tuple, rank: int) -> None:
+    if len(input_shape) != rank:
+        raise ValueError(f"{type(layer).__name__} takes rank-{rank} input, but the layer before it "
+                         f"outputs rank {len(input_shape)}")
 
 
 def fuse_pooled_embeddings(layers: list[Layer]) -> list[Layer]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterable
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from npembed.checks import check_labels
+from npembed.checks import check_labels, is_integer
+from npembed.losses import BinaryCrossentropy
 from npembed.metrics import get as get_metric
+from npembed.optimizers import Adam
 
 
 class Callback:
@@ -44,22 +46,32 @@ class History(Callback):
             self.history.setdefault(key, []).append(value)
 
 
+OPTIMIZER_METHODS = ("apply_gradients", "check_fits", "state", "load_state")
+
+
 def compile(model, optimizer="adam", loss=None, metrics: Sequence = ("accuracy",)) -> None:
-    """Choose the optimizer, loss and metrics, as ``keras.Model.compile``: ``optimizer`` an
-    ``optimizers.Adam``, ``SGD`` or ``RowwiseAdagrad`` (or "adam"), ``loss`` the ``BinaryCrossentropy(from_logits=True)``
-    (or "binary_crossentropy", the default), ``metrics`` names or metric objects."""
-    from npembed.losses import BinaryCrossentropy
-    from npembed.optimizers import SGD, Adam, RowwiseAdagrad
-    if optimizer == "adam":
+    """Choose the optimizer, loss and metrics, as ``keras.Model.compile``.
+
+    optimizer: "adam", or an object with the optimizers' interface (``apply_gradients``,
+    ``check_fits``, ``state``, ``load_state``, ``iterations``; ``optimizers.Adam``, ``SGD``,
+    ``RowwiseAdagrad``).  loss: "binary_crossentropy" (the default,
+    ``BinaryCrossentropy(from_logits=True)``) or any object with ``loss(labels, logits)`` -> the
+    batch's mean loss and ``loss.gradient(labels, logits)`` -> dloss/dlogits.  metrics: names or
+    metric objects.  An optimizer that already holds state for weights of other shapes is refused.
+    """
+    if isinstance(optimizer, str) and optimizer == "adam":
         optimizer = Adam()
-    if not isinstance(optimizer, (Adam, SGD, RowwiseAdagrad)):
-        raise TypeError("optimizer must be npembed.optimizers.Adam, SGD, RowwiseAdagrad or 'adam', "
-                        f"got {optimizer!r}")
-    if loss in (None, "binary_crossentropy"):
+    missing = [name for name in OPTIMIZER_METHODS if not callable(getattr(optimizer, name, None))]
+    if missing:
+        raise TypeError("optimizer must be npembed.optimizers.Adam, SGD, RowwiseAdagrad or 'adam' "
+                        f"(an object with {', '.join(OPTIMIZER_METHODS)}), got {optimizer!r}")
+    optimizer.check_fits(model.weights)
+    if loss is None or (isinstance(loss, str) and loss == "binary_crossentropy"):
         loss = BinaryCrossentropy(from_logits=True)
-    if not isinstance(loss, BinaryCrossentropy):
-        raise TypeError(f"loss must be npembed.losses.BinaryCrossentropy(from_logits=True) or "
-                        f"'binary_crossentropy', got {loss!r}")
+    if not (callable(loss) and callable(getattr(loss, "gradient", None))):
+        raise TypeError("loss must be npembed.losses.BinaryCrossentropy(from_logits=True), "
+                        "'binary_crossentropy', or an object with loss(labels, logits) and "
+                        f"loss.gradient(labels, logits), got {loss!r}")
     if metrics is None:
         metrics = ()
     elif isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
@@ -72,15 +84,18 @@ def compile(model, optimizer="adam", loss=None, metrics: Sequence = ("accuracy",
 def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | None = None,
         validation_steps: int | None = None, steps_per_epoch: int | None = None,
         callbacks: Sequence[Callback] = (), initial_epoch: int = 0, verbose: int = 1,
-        history: History | None = None) -> History:
+        history: History | None = None, step: Callable | None = None) -> History:
     """Train ``model`` for ``epochs`` passes over ``batches`` (an iterable of (ids, labels),
-    iterated afresh each epoch, as a tf.data dataset is); returns the History."""
+    iterated afresh each epoch, as a tf.data dataset is); returns the History.
+
+    ``step(model, ids, labels) -> (loss, logits)`` trains on one batch: by default
+    ``model.train_step`` (one optimizer step on the batch's mean gradient);
+    ``per_review.train_step`` takes one step per review, as fastText does."""
     if model.optimizer is None:
         raise RuntimeError("call model.compile(...) before fit")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    if not is_integer(epochs) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
-            or not 0 <= initial_epoch <= epochs:
+    if not is_integer(initial_epoch) or not 0 <= initial_epoch <= epochs:
         raise ValueError(f"initial_epoch must be an integer from 0 to epochs ({epochs}), got {initial_epoch!r}")
     _check_iterable(batches, "fit's batches")
     if validation_data is not None:
@@ -102,7 +117,7 @@ def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | N
     _call(callbacks, "on_train_begin")
     for epoch in range(initial_epoch, epochs):
         _call(callbacks, "on_epoch_begin", epoch)
-        logs = _train_epoch(model, batches, steps_per_epoch, callbacks, epoch > initial_epoch)
+        logs = _train_epoch(model, batches, steps_per_epoch, callbacks, epoch > initial_epoch, step)
         if validation_data is not None:
             validation = evaluate(model, validation_data, steps=validation_steps)
             logs.update({f"val_{key}": value for key, value in validation.items()})
@@ -113,13 +128,13 @@ def fit(model, batches: Iterable, epochs: int = 1, validation_data: Iterable | N
     return history
 
 
-def _train_epoch(model, batches, steps, callbacks, again: bool = False) -> dict:
+def _train_epoch(model, batches, steps, callbacks, again: bool = False, step: Callable | None = None) -> dict:
     tally = LossAndMetrics(model.metrics)
-    for step, batch in enumerate(_take(batches, steps)):
+    for index, batch in enumerate(_take(batches, steps)):
         ids, labels = _pair(batch)
-        loss, logits = model.train_step(ids, labels)
+        loss, logits = step(model, ids, labels) if step is not None else model.train_step(ids, labels)
         tally.update(loss, labels, logits)
-        _call(callbacks, "on_train_batch_end", step, tally.result())
+        _call(callbacks, "on_train_batch_end", index, tally.result())
     if tally.count == 0:
         raise ValueError("the training data yielded no batch" + (
             " in this epoch: an iterator or generator is used up by the first epoch; pass something "
@@ -160,7 +175,7 @@ def evaluate(model, batches: Iterable, steps: int | None = None) -> dict[str, fl
 def predict(model, data, batch_size: int = 32) -> np.ndarray:
     """Logits (N, 1) for a padded id array (N, L) split into ``batch_size`` rows, or for an
     iterable of batches (each ``ids`` or ``(ids, labels)``), concatenated in order."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not is_integer(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     _check_iterable(data, "predict's data")
     if isinstance(data, np.ndarray) or (isinstance(data, list) and data and np.isscalar(data[0][0])):
@@ -211,6 +226,6 @@ def _call(callbacks: Sequence[Callback], hook: str, *args) -> None:
 
 def _take(batches: Iterable, steps: int | None):
     """The first ``steps`` batches (all of them for None), without drawing one more."""
-    if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
+    if steps is not None and (not is_integer(steps) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None, got {steps!r}")
     return itertools.islice(batches, steps)

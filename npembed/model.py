@@ -6,7 +6,7 @@ The training step is plain reverse-mode by hand:
     loss    = BCE(y, logits)                   mean over the batch
     dlogits = (sigmoid(logits) - y) / B        losses.BinaryCrossentropy.gradient
     backward through the layers in reverse     each fills its grads, returns d(input)
-    Adam on (weights, grads)                   the embedding's gradient in its sparse form
+    optimizer on (weights, grads)              the embedding's gradient in its sparse form
 
 The layers run as ``steps``: ``model.layers`` with each adjacent Embedding ->
 GlobalAveragePooling1D pair fused into one ``layers.PooledEmbedding`` (the same gradient,
@@ -22,14 +22,12 @@ import numpy as np
 
 from npembed import loop
 from npembed import metrics as metrics_module
-from npembed.checks import check_float_dtype, check_labels
+from npembed.checks import check_float_dtype, check_labels, is_integer
+from npembed.errors import NonFiniteLossError
 from npembed.layers import Embedding, Layer, fuse_pooled_embeddings
 from npembed.losses import BinaryCrossentropy
-from npembed.optimizers import SGD, Adam, Gradient, RowwiseAdagrad
-
-
-class NonFiniteLossError(ValueError):
-    """The loss became NaN or infinite; no weight was changed by the step that saw it."""
+from npembed.optimizers import Gradient
+from npembed.summary import summary_lines
 
 
 class Sequential:
@@ -57,24 +55,24 @@ class Sequential:
                                 "npembed layer (Embedding, GlobalAveragePooling1D, Dense)")
         if len({id(layer) for layer in layers}) < len(layers):
             raise ValueError("Sequential: the same layer object appears twice; create one per position")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        if seed is not None and (not is_integer(seed) or seed < 0):
             raise ValueError(f"Sequential seed must be None or an integer >= 0, got {seed!r}")
-        _check_ranks(layers)
         self.layers = list(layers)
         self.name = name
         self.dtype = check_float_dtype(dtype)
         self.seed = seed
-        self.optimizer: Adam | SGD | RowwiseAdagrad | None = None
+        self.optimizer = None             # compile() sets it: optimizers.Adam, SGD, RowwiseAdagrad
         self.loss = BinaryCrossentropy(from_logits=True)
         self.metrics: list[metrics_module.BinaryAccuracy] = []
         self.stop_training = False
         _uniquify_layer_names(self.layers)
         rng = np.random.default_rng(seed)
+        if not isinstance(self.layers[0], Embedding):
+            raise ValueError(f"the first layer must be an Embedding (it fixes the input "
+                             f"width); got {type(self.layers[0]).__name__}")
+        _check_shapes(self.layers)
         width = None
         for layer in self.layers:
-            if width is None and not isinstance(layer, Embedding):
-                raise ValueError(f"the first layer must be an Embedding (it fixes the input "
-                                 f"width); got {type(layer).__name__}")
             width = layer.build(width, rng, self.dtype)
         self.fused = fused
 
@@ -103,7 +101,8 @@ class Sequential:
         return [w.copy() for w in self.weights]
 
     def set_weights(self, new_weights: Sequence[np.ndarray]) -> None:
-        """Copy weights in (Keras order), checking count and shapes; cast to the model's dtype."""
+        """Copy weights in (Keras order), cast to the model's dtype.  Every array is checked first
+        (count, shape, numbers that stay finite in the model's dtype), so a refusal changes none."""
         current = self.weights
         if isinstance(new_weights, np.ndarray) or not isinstance(new_weights, Sequence):
             raise TypeError(f"set_weights takes a list of {len(current)} arrays ({self.weight_names}), "
@@ -111,11 +110,10 @@ class Sequential:
         if len(new_weights) != len(current):
             raise ValueError(f"set_weights got {len(new_weights)} arrays, the model has "
                              f"{len(current)}: {self.weight_names}")
-        for name, old, new in zip(self.weight_names, current, new_weights):
-            if np.shape(new) != old.shape:
-                raise ValueError(f"set_weights: {name} has shape {old.shape}, got {np.shape(new)}")
-        for old, new in zip(current, new_weights):
-            old[...] = np.asarray(new, dtype=self.dtype)
+        converted = [_checked_weight(name, old.shape, new, self.dtype)
+                     for name, old, new in zip(self.weight_names, current, new_weights)]
+        for old, new in zip(current, converted):          # every array checked before any is written
+            old[...] = new
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
@@ -176,19 +174,16 @@ class Sequential:
     compile = loop.compile            # optimizer, loss and metrics, as Keras's (loop.py)
 
     def train_step(self, ids, labels) -> tuple[float, np.ndarray]:
-        """One optimizer step on one batch (one per review for a per-review optimizer): (the batch's
-        loss before the step, its logits (B, 1))."""
+        """One optimizer step on one batch: (the batch's loss before the step, its logits (B, 1)).
+        (fastText's one step per review is ``per_review.train_step``, a choice of ``fit``.)"""
         if self.optimizer is None:
             raise RuntimeError("call model.compile(...) before training")
-        if getattr(self.optimizer, "per_review", False):      # one step per review (per_review.py)
-            from npembed.per_review import review_step
-            return review_step(self, ids, labels)
         loss, logits = self._forward_backward(ids, labels)
         self.optimizer.apply_gradients(self.trainable_gradients(), self.weights)
         return loss, logits
 
     def train_on_batch(self, ids, labels) -> float:
-        """One Adam step on one batch; returns the batch's loss before the step."""
+        """One optimizer step on one batch; returns the batch's loss before the step."""
         return self.train_step(ids, labels)[0]
 
     fit = loop.fit                    # Keras's epochs, validation, callbacks, History (loop.py)
@@ -197,27 +192,41 @@ class Sequential:
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         """A Keras-like table: layer, output shape, parameter count, and the totals."""
-        from npembed.summary import summary_lines
         for line in summary_lines(self):
             print_fn(line)
 
 
-def _check_ranks(layers: Sequence[Layer]) -> None:
+def _check_shapes(layers: Sequence[Layer]) -> None:
     """Refuse a stack whose layers do not fit (NumPy would broadcast some of them silently):
-    an Embedding outputs (B, L, D), which GlobalAveragePooling1D takes; Dense takes (B, width)."""
-    from npembed.layers import Dense, GlobalAveragePooling1D
-    rank = None
+    token ids (B, L) go into the first layer, and each layer's ``output_shape`` of the shape
+    before it must exist (it raises ValueError for an input rank it does not take)."""
+    shape: tuple = (None, None)
     for position, layer in enumerate(layers):
-        wants = {Embedding: None, GlobalAveragePooling1D: 3, Dense: 2}.get(type(layer), "any")
-        if rank is not None and wants is None:
+        if position and isinstance(layer, Embedding):
             raise ValueError(f"Sequential: layer {position} ({layer.name}) is an Embedding; only the "
                              "first layer can take token ids")
-        if rank is not None and wants not in ("any", rank):
-            raise ValueError(f"Sequential: layer {position} ({type(layer).__name__}) takes rank-{wants} "
-                             f"input, but the layer before it outputs rank {rank}"
-                             + (": put GlobalAveragePooling1D() after the Embedding" if rank == 3 else ""))
-        known = {Embedding: 3, GlobalAveragePooling1D: 2, Dense: 2}.get(type(layer))
-        rank = known if known is not None or rank is None else len(layer.output_shape((None,) * rank))
+        try:
+            shape = layer.output_shape(shape)
+        except ValueError as err:
+            hint = (": put GlobalAveragePooling1D() (or another layer that reduces the time axis) "
+                    "after the Embedding") if len(shape) == 3 else ""
+            raise ValueError(f"Sequential: layer {position} ({layer.name}): {err}{hint}") from None
+
+
+def _checked_weight(name: str, shape: tuple, value, dtype: np.dtype) -> np.ndarray:
+    """``value`` as an array of ``dtype``, or ValueError: another shape, not numbers, or NaN,
+    inf or a value beyond ``dtype``'s range (1e39 is inf in float32)."""
+    if np.shape(value) != shape:
+        raise ValueError(f"set_weights: {name} has shape {shape}, got {np.shape(value)}")
+    value = np.asarray(value)
+    if value.dtype.kind not in "iuf":
+        raise TypeError(f"set_weights: {name} must hold numbers, got dtype {value.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = value.astype(dtype)
+    if not np.all(np.isfinite(converted)):
+        raise ValueError(f"set_weights: {name} holds NaN, inf or values beyond {np.dtype(dtype).name}'s "
+                         f"range (largest {np.finfo(dtype).max:.3g}); no weight was changed")
+    return converted
 
 
 def _uniquify_layer_names(layers: Sequence[Layer]) -> None:

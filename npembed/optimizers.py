@@ -14,14 +14,17 @@ For a row r looked up k times, with slices s_1 .. s_k and summed gradient g_r = 
 
 - ``"keras2"`` (the default): ``S_r = g_r**2``.  TF 2.1's ``tf.keras`` (the Keras the tutorial
   was run and printed with; today ``tf_keras``) sums duplicate slices before the update
-  (``Optimizer._deduplicate_sparse_grad``), so every row's second moment is the square of its
-  summed gradient: dense textbook Adam.
+  (``OptimizerV2._resource_apply_sparse_duplicate_indices`` calls ``_deduplicate_indexed_slices``
+  in ``tensorflow/python/keras/optimizer_v2/optimizer_v2.py``, then Adam's
+  ``_resource_apply_sparse``), so every row's second moment is the square of its summed
+  gradient: dense textbook Adam.
 - ``"keras3"``: ``S_r = sum_i s_i**2``.  Keras 3 on TensorFlow (``keras/src/optimizers/adam.py``)
   applies ``ops.square`` to the IndexedSlices, squaring each slice, and the following
   subtraction sums them.  Smaller than ``g_r**2`` when the slices agree (a subword repeated in
   one review, and, measured, the padding row: 1/230 to 1/500 of it), larger when they cancel.
   Smaller S means larger steps; on the padding row they make Keras 3 train the tutorial's
-  model visibly slower (``benchmarks/adam_variants.py``, docs/gradients.md section 5).
+  model visibly slower (``benchmarks/adam_variants.py``; docs/gradients.md section 7 and
+  docs/gradients_appendix.md section 3).
 - ``"lazy"``: ``"keras2"``'s formula on the looked-up rows only (TF-Addons' LazyAdam, which runs
   on Keras 2's summed slices); the other rows' m, v and weights stay as they are.  Neither
   Keras's; its step cost does not grow with the vocabulary.
@@ -33,8 +36,7 @@ also for rows not in the batch.
 Default: ``"keras2"``, here and in ``npembed train``.  It is the Adam of the tutorial npembed
 rebuilds (its printed curve is reproduced within 0.013 per epoch), and it is Kingma and Ba's
 algorithm, the one the derivations in docs/gradients.md state.  ``Adam(variant="keras3")``
-reproduces Keras 3.  The names used before (``"textbook"``, ``"keras"``) are accepted as
-aliases of ``"keras2"`` and ``"keras3"``, so old run folders resume.
+reproduces Keras 3.
 
 Constants, matched on purpose (they matter in float64, see docs/parity.md): ``beta_1**t`` and
 ``beta_2**t`` use beta rounded to float32 (both Kerases ``cast`` a Python float, which goes
@@ -42,21 +44,29 @@ through a float32 tensor); the learning rate is a variable of Keras's floatx, wh
 takes to be the model's dtype; ``1 - beta`` and epsilon are Python doubles converted straight
 to the weight's dtype.
 
-The four lines live once, in :func:`adam_update`; ``kernels.py`` and ``native.c`` hold fast
-versions that the tests keep bit for bit equal to it.
+The three update lines (m, v, w; alpha comes from :meth:`Adam.step_size`) live once, in
+:func:`adam_update`; ``kernels.py`` and ``csrc/adam.c`` hold fast versions that the tests keep
+bit for bit equal to it, given the same gradient (``kernels.py`` says what else agrees, and how closely).
 
-Two more optimizers serve the n-gram model (``npembed train --ngrams``), neither a Keras one:
-:class:`SGD`, fastText's plain SGD with its linearly decaying rate, and :class:`RowwiseAdagrad`,
-Adagrad with one accumulator per embedding row; both can take one step per review, in order,
-as fastText does (``npembed/per_review.py``).
+Two more optimizers serve the n-gram model (``npembed train --model ngrams``), neither a Keras
+one: :class:`SGD`, fastText's plain SGD with its linearly decaying rate, and
+:class:`RowwiseAdagrad`, Adagrad with one accumulator per embedding row.  Each takes a batch's
+gradient (``apply_gradients``) or, as fastText trains, one step per review of the batch
+(``review_steps``, run by ``npembed/per_review.py``).
+
+Every optimizer has the same interface: ``apply_gradients(grads, weights)``; ``iterations``, the
+steps taken; ``state()``, a flat dict of numbers and arrays (copies) that ``load_state`` takes
+back, checked, and that ``checkpoint.py`` saves as it is; ``check_fits(weights)``, which refuses
+state built for weights of other shapes before any kernel reads it.
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence, Union
+from typing import Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
 from npembed import kernels
+from npembed.checks import check_number, is_integer, is_number
 from npembed.sparse import PooledSlices
 
 
@@ -85,9 +95,8 @@ Gradient = Union[np.ndarray, SparseRowGradient]
 
 def check_decay_steps(name: str, decay_steps) -> None:
     """ValueError unless ``decay_steps`` is None or an integer >= 1."""
-    if decay_steps is not None and (isinstance(decay_steps, (bool, np.bool_))
-                                    or not isinstance(decay_steps, (int, float, np.integer, np.floating))
-                                    or int(decay_steps) != decay_steps or decay_steps < 1):
+    if decay_steps is not None and (not is_number(decay_steps) or int(decay_steps) != decay_steps
+                                    or decay_steps < 1):
         raise ValueError(f"{name} decay_steps must be an integer >= 1 or None, got {decay_steps!r}")
 
 
@@ -111,26 +120,66 @@ def check_learning_rate(rate) -> None:
                          f"{np.finfo(np.float32).max:.3g}")
 
 
+def _shapes(arrays: Sequence[np.ndarray]) -> list[tuple]:
+    return [(tuple(a.shape), str(a.dtype)) for a in arrays]
+
+
+def check_state_arrays(owner: str, built: Sequence[np.ndarray], wanted: Sequence[tuple]) -> None:
+    """ValueError unless the state arrays ``built`` are C-contiguous and have the (shape, dtype)
+    pairs ``wanted``: the kernels read them as raw memory at the weights' shapes."""
+    fits = len(built) == len(wanted) and all(
+        a.shape == tuple(shape) and a.dtype == dtype and a.flags.c_contiguous
+        for a, (shape, dtype) in zip(built, wanted))
+    if not fits:
+        raise ValueError(f"{owner}'s state {_shapes(built)} does not fit the weights, which need "
+                         f"{[(tuple(s), str(np.dtype(d))) for s, d in wanted]}: an optimizer keeps "
+                         "one model's state; give each model its own optimizer")
+
+
+def _iterations(owner: str, state: Mapping) -> int:
+    steps = state.get("iterations")
+    if not is_integer(steps) or steps < 0:
+        raise ValueError(f"{owner} state: iterations must be an integer >= 0, got {steps!r}")
+    return int(steps)
+
+
+def _state_arrays(owner: str, state: Mapping, prefix: str, like: Sequence[tuple], what: str) -> list[np.ndarray]:
+    """``state[prefix + str(i)]`` for each (shape, dtype) in ``like``, checked: present, that
+    shape and dtype, finite; ValueError naming the key otherwise."""
+    arrays = []
+    for index, (shape, dtype) in enumerate(like):
+        key = f"{prefix}{index}"
+        if key not in state:
+            raise ValueError(f"{owner} state has no {what} {key!r}")
+        value = np.asarray(state[key])
+        if value.shape != tuple(shape) or value.dtype != np.dtype(dtype):
+            raise ValueError(f"{owner} {what} {key!r} has shape {value.shape} and dtype {value.dtype}, "
+                             f"the weights need {tuple(shape)} {np.dtype(dtype)}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{owner} {what} {key!r} holds NaN or infinite values")
+        arrays.append(np.array(value, order="C"))
+    return arrays
+
+
 class Adam:
     """``Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, variant="keras2")``.
 
     ``momentums`` and ``velocities`` hold m and v per weight, in the weights' order;
     ``iterations`` counts the steps taken.  See the module docstring for the variants.
+    ``state()``: ``{"iterations": t, "m_0": m_0, "v_0": v_0, "m_1": ...}`` (no m, v before the
+    first step).
     """
 
     VARIANTS = ("keras2", "keras3", "lazy")
-    ALIASES = {"textbook": "keras2", "keras": "keras3"}
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, variant: str = "keras2"):
-        variant = self.ALIASES.get(variant, variant) if isinstance(variant, str) else variant
         if variant not in self.VARIANTS:
             raise ValueError(f"Adam variant must be one of {self.VARIANTS}, got {variant!r}")
         for name, value, low, high in (("learning_rate", learning_rate, 0, np.inf),
                                        ("beta_1", beta_1, 0, 1), ("beta_2", beta_2, 0, 1),
                                        ("epsilon", epsilon, 0, np.inf)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TypeError(f"Adam {name} must be a number, got {value!r}")
+            check_number(f"Adam {name}", value)
             if not (low < value < high) and not (name.startswith("beta") and value == 0):
                 raise ValueError(f"Adam {name} must be in ({low}, {high}), got {value!r}")
         check_learning_rate(learning_rate)
@@ -150,6 +199,19 @@ class Adam:
         self.velocities = [np.zeros_like(w) for w in weights]
         self._scratch = [None] * len(weights)
 
+    def check_fits(self, weights: Sequence[np.ndarray]) -> None:
+        """ValueError unless m and v (when built) have the weights' shapes and dtypes."""
+        if not (self.momentums or self.velocities):
+            return
+        fits = len(self.momentums) == len(self.velocities) == len(weights) and all(
+            m.shape == w.shape == v.shape and m.dtype == w.dtype == v.dtype
+            and m.flags.c_contiguous and v.flags.c_contiguous
+            for m, v, w in zip(self.momentums, self.velocities, weights))
+        if not fits:                      # (every step: kept to a few microseconds)
+            wanted = [(w.shape, w.dtype) for w in weights]
+            check_state_arrays("Adam", self.momentums, wanted)
+            check_state_arrays("Adam", self.velocities, wanted)
+
     def step_size(self, dtype: np.dtype) -> np.ndarray:
         """``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)`` for the coming step, in dtype."""
         t = dtype.type(self.iterations + 1)
@@ -168,6 +230,7 @@ class Adam:
             raise ValueError(f"got {len(grads)} gradients for {len(weights)} weights")
         if not self.momentums:
             self.build(weights)
+        self.check_fits(weights)
         constants: dict[np.dtype, tuple] = {}        # the step's scalars, once per dtype
         for index, (weight, grad) in enumerate(zip(weights, grads)):
             dtype = weight.dtype
@@ -196,26 +259,38 @@ class Adam:
         if self.variant == "lazy":
             kernels.adam_update_lazy_rows(weight, m, v, rows, grad_rows, squared_rows, *constants)
             return
-        if self._scratch[index] is None and kernels.backend() == "numpy":
+        if self._scratch[index] is None and not kernels.uses_native(weight):
             self._scratch[index] = (np.empty_like(weight), np.empty_like(weight))
         kernels.adam_update_rows(weight, m, v, rows, grad_rows, squared_rows, *constants,
                                  self._scratch[index])
 
-    def get_state(self) -> dict:
-        """Everything needed to resume: the step count and both moments (copies)."""
-        return {"iterations": self.iterations,
-                "momentums": [m.copy() for m in self.momentums],
-                "velocities": [v.copy() for v in self.velocities]}
+    def state(self) -> dict:
+        """Everything needed to resume (copies): the step count, m_i and v_i."""
+        state = {"iterations": self.iterations}
+        for index, (m, v) in enumerate(zip(self.momentums, self.velocities)):
+            state[f"m_{index}"], state[f"v_{index}"] = m.copy(), v.copy()
+        return state
 
-    def set_state(self, state: dict) -> None:
-        self.iterations = int(state["iterations"])
-        self.momentums = [np.array(m) for m in state["momentums"]]
-        self.velocities = [np.array(v) for v in state["velocities"]]
-        self._scratch = [None] * len(self.momentums)
+    def load_state(self, state: Mapping, weights: Sequence[np.ndarray] | None = None) -> None:
+        """Take back :meth:`state`, checked first (shapes and dtypes of ``weights`` when given,
+        finite values, v >= 0); ValueError and nothing changed when it does not fit."""
+        iterations = _iterations("Adam", state)
+        count = sum(key.startswith("m_") for key in state)
+        like = ([(w.shape, w.dtype) for w in weights] if weights is not None
+                else [(np.shape(state.get(f"m_{i}")), np.asarray(state.get(f"m_{i}")).dtype) for i in range(count)])
+        if count == 0 and iterations == 0:
+            self.iterations, self.momentums, self.velocities, self._scratch = 0, [], [], []
+            return
+        momentums = _state_arrays("Adam", state, "m_", like, "first moment")
+        velocities = _state_arrays("Adam", state, "v_", like, "second moment")
+        if any(np.any(v < 0) for v in velocities):
+            raise ValueError("an Adam second moment is negative")
+        self.iterations, self.momentums, self.velocities = iterations, momentums, velocities
+        self._scratch = [None] * len(momentums)
 
 
 class SGD:
-    """``SGD(learning_rate=0.5, decay_steps=None, per_review=False)``: plain SGD with fastText's linear decay.
+    """``SGD(learning_rate=0.5, decay_steps=None)``: plain SGD with fastText's linear decay.
 
     fastText (``src/fasttext.cc``, ``FastText::trainThread``) trains with no moments at all:
     ``lr_t = lr * (1 - progress)``, progress going from 0 to 1 over the whole run, and
@@ -226,56 +301,77 @@ class SGD:
 
     for every weight; for the pooled embedding (``sparse.PooledSlices``) ``g`` is never formed:
     ``kernels.sgd_pooled_rows`` subtracts ``lr_t * g[b]`` at each looked-up position, which is
-    ``lr_t * dE`` summed (docs/gradients.md, section 9).  No state but the step count, so a
-    run keeps no m and v (two tables of the embedding's size less than Adam).
+    ``lr_t * dE`` summed (docs/gradients_appendix.md, section 5).  No state but the step count and its
+    schedule: ``state()`` is ``{"iterations": t, "decay_steps": decay_steps}``.
 
     The gradient is the batch mean's (the loss is a mean over B reviews), so a rate ``lr`` at
     batch B moves a row of one review as far as fastText's per-review rate ``lr / B``.
-    ``per_review=True`` is fastText's own order instead: ``Sequential.train_step`` then takes one
-    step per review of the batch, in order, at the batch's rate (``npembed/per_review.py``).
+    :meth:`review_steps` is fastText's own order instead: one step per review of the batch, in
+    order, at the batch's rate (``npembed/per_review.py`` runs it).
     """
 
-    def __init__(self, learning_rate: float = 0.5, decay_steps: int | None = None, per_review: bool = False):
-        if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(learning_rate, (int, float, np.integer, np.floating)):
-            raise TypeError(f"SGD learning_rate must be a number, got {learning_rate!r}")
+    def __init__(self, learning_rate: float = 0.5, decay_steps: int | None = None):
+        check_number("SGD learning_rate", learning_rate)
         check_learning_rate(learning_rate)
         check_decay_steps("SGD", decay_steps)
         self.learning_rate = float(learning_rate)
         self.decay_steps = None if decay_steps is None else int(decay_steps)
-        self.per_review = bool(per_review)
         self.iterations = 0
-        self.momentums: list[np.ndarray] = []         # none: the checkpoint stores no moments
-        self.velocities: list[np.ndarray] = []
 
     def current_rate(self) -> float:
         """``lr_t`` for the coming step (module docstring of this class)."""
         return linearly_decayed(self.learning_rate, self.iterations, self.decay_steps)
 
-    def apply_gradients(self, grads: Sequence[Gradient], weights: Sequence[np.ndarray]) -> None:
-        """``w -= lr_t * g`` in place for every weight, then count the step."""
+    def check_fits(self, weights: Sequence[np.ndarray]) -> None:
+        """Nothing to check: SGD keeps no per-weight state."""
+
+    def update(self, grads: Sequence[Gradient], weights: Sequence[np.ndarray], rate: float) -> None:
+        """``w -= rate * g`` in place for every weight (the step count is not touched)."""
         if len(grads) != len(weights):
             raise ValueError(f"got {len(grads)} gradients for {len(weights)} weights")
-        rate = self.current_rate()
         for weight, grad in zip(weights, grads):
             lr = weight.dtype.type(rate)
             if isinstance(grad, np.ndarray):
                 weight -= lr * grad.astype(weight.dtype, copy=False)
-            elif hasattr(grad, "row_gradient"):           # PooledSlices: straight from the ids
+            elif isinstance(grad, PooledSlices):          # straight from the ids
                 kernels.sgd_pooled_rows(weight, grad.ids, grad.mask, grad.row_gradient, lr)
             else:                                         # IndexedSlices: subtract each slice
                 np.subtract.at(weight, grad.indices, lr * grad.values.astype(weight.dtype, copy=False))
+
+    def apply_gradients(self, grads: Sequence[Gradient], weights: Sequence[np.ndarray]) -> None:
+        """``w -= lr_t * g`` in place for every weight, then count the step."""
+        self.update(grads, weights, self.current_rate())
         self.iterations += 1
 
-    def get_state(self) -> dict:
-        return {"iterations": self.iterations, "momentums": [], "velocities": []}
+    def review_steps(self, ids, mask, labels, table, kernel, bias) -> tuple[np.ndarray, np.ndarray]:
+        """One step per review of the batch at ``lr_t`` (``kernels.review_sgd``), then count one
+        step: (logits (B,), losses (B,)), each review's before its own step."""
+        result = kernels.review_sgd(ids, mask, labels, table, kernel, bias, self.current_rate())
+        self.iterations += 1
+        return result
 
-    def set_state(self, state: dict) -> None:
-        self.iterations = int(state["iterations"])
+    def state(self) -> dict:
+        """The step count and the schedule it belongs to (``decay_steps``; None: constant)."""
+        return {"iterations": self.iterations, "decay_steps": self.decay_steps}
+
+    def load_state(self, state: Mapping, weights: Sequence[np.ndarray] | None = None) -> None:
+        """Take back :meth:`state`; ValueError for a state of another schedule: a rate that
+        decayed towards 0 over N steps cannot go on as if it had decayed over M."""
+        extra = sorted(set(state) - {"iterations", "decay_steps"})
+        if extra:
+            raise ValueError(f"SGD keeps only its step count and schedule; this state also holds {extra}")
+        iterations, decay = _iterations("SGD", state), state.get("decay_steps")
+        if decay != self.decay_steps:
+            raise ValueError(f"its SGD rate decays linearly to 0 over {decay} steps, this run's over "
+                             f"{self.decay_steps}: a decaying schedule cannot be stretched without "
+                             "giving a different result than a run planned for the new length. Resume "
+                             "with the run's own --epochs, or start a new run with the --epochs you want")
+        self.iterations = iterations
 
 
 class RowwiseAdagrad:
     """``RowwiseAdagrad(learning_rate=0.1, epsilon=1e-8, decay_steps=None)``: Adagrad with one
-    accumulator per embedding row, one step per review, for the n-gram model.
+    accumulator per embedding row, for the n-gram model.
 
     Adagrad (Duchi, Hazan & Singer 2011) divides each step by the root of the summed squares of
     the gradients seen so far, so a rarely seen n-gram takes large steps and a subword seen in
@@ -283,32 +379,24 @@ class RowwiseAdagrad:
     embedding tables in recommendation models, FBGEMM's ``EXACT_ROWWISE_ADAGRAD``) keeps one
     accumulator per embedding row, the mean over its D entries, instead of one per entry: the
     state is a (V,) vector beside the (V, D) table (4 bytes a row where Adam keeps 2 D floats).
-    At step ``t = iterations`` (one batch), with ``lr_t`` decayed as :class:`SGD`'s, for each
-    review b of the batch in order, its gradients g (docs/gradients.md sections 9 and 11)::
+    At step ``t = iterations``, with ``lr_t`` decayed as :class:`SGD`'s, for a gradient g
+    (docs/gradients_appendix.md sections 5 and 6)::
 
         embedding row r:      A_r += mean_j g_rj**2     E[r] -= lr_t * g_r / (sqrt(A_r) + epsilon)
         Dense kernel, bias:   A   += g**2 (per entry)   w    -= lr_t * g   / (sqrt(A)   + epsilon)
 
-    only the rows the review holds move (their A included); A starts at 0, so each row's first
-    step has length ``lr_t * sqrt(D)``, whatever the gradient's scale.  ``npembed/per_review.py``
-    runs it (``review_adagrad_reference``; the native kernel ``native.review_adagrad``).
-    ``accumulators`` holds A per weight, in the weights' order: (V,) for the embedding table,
-    the weight's own shape for the others.
-
-    ``row_rates`` (V,), optional and fixed: row r's step is multiplied by ``row_rates[r]``
-    (``E[r] -= lr_t * row_rates[r] * g_r / (sqrt(A_r) + epsilon)``).  ``npembed train
-    --nb-rates`` sets them to |r_f|, the naive-Bayes log-count ratios of the training reviews
-    (``nb_init.log_count_ratio``): a row's evidence for one class decides how fast it learns,
-    the prior NBSVM puts in its features (docs/gradients.md section 11).
+    only the rows the gradient holds move (their A included); A starts at 0, so each row's first
+    step has length ``lr_t * sqrt(D)``, whatever the gradient's scale.  :meth:`apply_gradients`
+    takes one such step on a batch's gradient; :meth:`review_steps`, as fastText trains, one per
+    review of the batch (``npembed/per_review.py``; ``kernels.review_adagrad``).
+    ``accumulators`` holds A per weight, in the weights' order: (V,) for the embedding table
+    (the first weight), the weight's own shape for the others.  ``state()``:
+    ``{"iterations": t, "a_0": A_0, "a_1": ...}``.
     """
 
-    per_review = True
-
-    def __init__(self, learning_rate: float = 0.1, epsilon: float = 1e-8, decay_steps: int | None = None,
-                 row_rates: np.ndarray | None = None):
+    def __init__(self, learning_rate: float = 0.1, epsilon: float = 1e-8, decay_steps: int | None = None):
         for name, value in (("learning_rate", learning_rate), ("epsilon", epsilon)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TypeError(f"RowwiseAdagrad {name} must be a number, got {value!r}")
+            check_number(f"RowwiseAdagrad {name}", value)
         check_learning_rate(learning_rate)
         with np.errstate(over="ignore", under="ignore"):
             single = np.float32(epsilon)
@@ -320,13 +408,6 @@ class RowwiseAdagrad:
         self.decay_steps = None if decay_steps is None else int(decay_steps)
         self.iterations = 0
         self.accumulators: list[np.ndarray] = []
-        self.row_rates = None
-        if row_rates is not None:
-            self.row_rates = np.asarray(row_rates)
-            if self.row_rates.ndim != 1 or not np.all(np.isfinite(self.row_rates)) or np.any(self.row_rates < 0):
-                raise ValueError("RowwiseAdagrad row_rates must be a (V,) array of finite values >= 0")
-        self.momentums: list[np.ndarray] = []         # Adam's; none here
-        self.velocities: list[np.ndarray] = []
 
     def current_rate(self) -> float:
         """``lr_t`` for the coming step."""
@@ -338,34 +419,77 @@ class RowwiseAdagrad:
         return [(w.shape[0],) if i == 0 else w.shape for i, w in enumerate(weights)]
 
     def build(self, weights: Sequence[np.ndarray]) -> None:
-        """Zero accumulators (``accumulator_shapes``), in each weight's dtype; row_rates, if
-        given, in the table's."""
+        """Zero accumulators (``accumulator_shapes``), in each weight's dtype."""
         self.accumulators = [np.zeros(shape, dtype=w.dtype)
                              for shape, w in zip(self.accumulator_shapes(weights), weights)]
-        if self.row_rates is not None:
-            self.row_rates = np.ascontiguousarray(self.row_rates, dtype=weights[0].dtype)
 
-    def check_accumulators(self, weights: Sequence[np.ndarray]) -> None:
-        """ValueError unless the accumulators are C-contiguous, in their weights' dtypes, shaped
-        as ``accumulator_shapes(weights)``: the native kernel reads them as raw memory."""
-        shapes = self.accumulator_shapes(weights)
-        ok = len(self.accumulators) == len(weights) and all(
-            a.shape == shape and a.dtype == w.dtype and a.flags.c_contiguous
-            for a, shape, w in zip(self.accumulators, shapes, weights))
-        rates = self.row_rates
-        ok = ok and (rates is None or (rates.shape == shapes[0] and rates.dtype == weights[0].dtype
-                                       and rates.flags.c_contiguous))
-        if not ok:
-            found = [(a.shape, str(a.dtype)) for a in self.accumulators]
-            if rates is not None:
-                found.append(("row_rates", rates.shape, str(rates.dtype)))
-            raise ValueError(f"RowwiseAdagrad accumulators {found} do not fit the weights: they must "
-                             f"be {[(shape, str(w.dtype)) for shape, w in zip(shapes, weights)]}")
+    def check_fits(self, weights: Sequence[np.ndarray]) -> None:
+        """ValueError unless the accumulators (when built) are C-contiguous, in their weights'
+        dtypes, shaped as ``accumulator_shapes(weights)``: the native kernel reads raw memory."""
+        if self.accumulators:
+            check_state_arrays("RowwiseAdagrad", self.accumulators,
+                               [(shape, w.dtype) for shape, w in zip(self.accumulator_shapes(weights), weights)])
 
-    def get_state(self) -> dict:
-        return {"iterations": self.iterations, "momentums": [], "velocities": [],
-                "accumulators": [a.copy() for a in self.accumulators]}
+    def _built(self, weights: Sequence[np.ndarray]) -> None:
+        if not self.accumulators:
+            self.build(weights)
+        self.check_fits(weights)
 
-    def set_state(self, state: dict) -> None:
-        self.iterations = int(state["iterations"])
-        self.accumulators = [np.array(a) for a in state["accumulators"]]
+    def update(self, grads: Sequence[Gradient], weights: Sequence[np.ndarray], rate: float) -> None:
+        """The class docstring's step at ``rate`` in place (the step count is not touched); the
+        embedding's gradient dense (V, D) or sparse (its distinct rows)."""
+        if len(grads) != len(weights):
+            raise ValueError(f"got {len(grads)} gradients for {len(weights)} weights")
+        self._built(weights)
+        table, table_acc = weights[0], self.accumulators[0]
+        lr, eps = table.dtype.type(rate), table.dtype.type(self.epsilon)
+        if isinstance(grads[0], np.ndarray):
+            rows, sums = slice(None), grads[0].astype(table.dtype, copy=False)
+        else:
+            rows, sums, _ = grads[0].row_sums()              # distinct rows, their summed gradient
+            held = np.any(sums != 0, axis=1)                # the padding row is listed with 0
+            rows, sums = rows[held], sums[held].astype(table.dtype, copy=False)
+        table_acc[rows] += np.mean(np.square(sums, dtype=np.float64), axis=1).astype(table.dtype)
+        table[rows] -= sums * (lr / (np.sqrt(table_acc[rows]) + eps))[:, None]
+        for weight, acc, grad in zip(weights[1:], self.accumulators[1:], grads[1:]):
+            grad = grad if isinstance(grad, np.ndarray) else grad.to_dense()
+            lr, eps = weight.dtype.type(rate), weight.dtype.type(self.epsilon)
+            acc += grad * grad
+            weight -= lr * grad / (np.sqrt(acc) + eps)
+
+    def apply_gradients(self, grads: Sequence[Gradient], weights: Sequence[np.ndarray]) -> None:
+        """One step on a batch's gradient at ``lr_t``, then count it."""
+        self.update(grads, weights, self.current_rate())
+        self.iterations += 1
+
+    def review_steps(self, ids, mask, labels, table, kernel, bias) -> tuple[np.ndarray, np.ndarray]:
+        """One step per review of the batch at ``lr_t`` (``kernels.review_adagrad``), then count
+        one step: (logits (B,), losses (B,)), each review's before its own step."""
+        self._built([table, kernel, bias])
+        table_acc, kernel_acc, bias_acc = self.accumulators
+        result = kernels.review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias,
+                                        bias_acc, self.current_rate(), self.epsilon)
+        self.iterations += 1
+        return result
+
+    def state(self) -> dict:
+        """The step count and the accumulators (copies)."""
+        return {"iterations": self.iterations,
+                **{f"a_{index}": a.copy() for index, a in enumerate(self.accumulators)}}
+
+    def load_state(self, state: Mapping, weights: Sequence[np.ndarray] | None = None) -> None:
+        """Take back :meth:`state`, checked first (``accumulator_shapes(weights)`` when given,
+        finite, >= 0); ValueError and nothing changed when it does not fit."""
+        iterations = _iterations("RowwiseAdagrad", state)
+        count = sum(key.startswith("a_") for key in state)
+        if count == 0 and iterations == 0:
+            self.iterations, self.accumulators = 0, []
+            return
+        like = ([(shape, w.dtype) for shape, w in zip(self.accumulator_shapes(weights), weights)]
+                if weights is not None else
+                [(np.shape(state.get(f"a_{i}")), np.asarray(state.get(f"a_{i}")).dtype) for i in range(count)])
+        accumulators = _state_arrays("RowwiseAdagrad", state, "a_", like, "Adagrad accumulator")
+        if any(np.any(a < 0) for a in accumulators):
+            raise ValueError("an Adagrad accumulator is negative")
+        self.iterations, self.accumulators = iterations, accumulators
+

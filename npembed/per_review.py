@@ -1,40 +1,34 @@
-"""One optimizer step per review, as fastText trains: plain SGD or row-wise Adagrad.
+"""One optimizer step per review, as fastText trains: a choice of the training loop.
 
-fastText (``src/fasttext.cc``, ``FastText::supervised``; ``src/model.cc``, ``Model::update``)
-takes one step per line: average the line's input rows, score, and move the output layer and
-every input row the line looked up, before it reads the next line.  For npembed's model
-``Embedding(V, D, mask_zero=True) -> GlobalAveragePooling1D -> Dense(1)`` with sigmoid
-cross-entropy, review b with its n masked-in positions, label y, and c_r positions holding row r
-has the gradients (docs/gradients.md sections 3, 8 and 9, at B = 1)::
+``model.fit(batches, step=per_review.train_step)`` (the n-gram model's module chooses it for
+``--optimizer sgd`` and ``rowwise-adagrad``) trains a batch of B reviews as B steps in order
+instead of one step on the batch's mean gradient.  fastText (``src/fasttext.cc``,
+``FastText::supervised``; ``src/model.cc``, ``Model::update``) takes one step per line: average
+the line's input rows, score, and move the output layer and every input row the line looked up,
+before it reads the next line.  The model must be ``Embedding(V, D, mask_zero=True) ->
+GlobalAveragePooling1D -> Dense(1)`` with ``BinaryCrossentropy(from_logits=True)``; its
+gradients for one review are in ``kernels.py`` (section "one step per review").
 
-    h = (1/n) sum_t E[x_t]          z = h . k + c          e = sigmoid(z) - y = dloss/dz
-    g_k = e h        g_c = e        g_r = c_r e k / n      (every row of the review: along k)
-
-- ``optimizers.SGD(per_review=True)``, fastText's own: ``w -= lr g`` for each (section 9);
-- ``optimizers.RowwiseAdagrad``: ``A_r += mean_j g_rj**2``, ``E[r] -= lr m_r g_r / (sqrt(A_r) + eps)``
-  per row (m_r its optional fixed rate multiplier, else 1), element-wise for k and c (section 11).
-
-A batch of B reviews is B such steps in order, all at the rate ``optimizer.current_rate()`` of
-the batch.  ``review_sgd_reference`` and ``review_adagrad_reference`` are those definitions,
-through the framework's own forward and backward; the native kernels (``native.c``,
-``review_steps``, one loop for both) do the same arithmetic in two passes per review (float64
-sums, rounded once) and are held to them by the tests.  Unlike a batch step they change the
-weights as they go, so a non-finite loss is reported after the batch, not before.
+All B steps are at the rate ``optimizer.current_rate()`` of the batch, and count as one step
+of the optimizer (its rate decays per batch).  :func:`reference_steps` is the definition,
+through the layers' own forward and backward and the optimizer's own ``update``; the fast step
+is the optimizer's ``review_steps`` (``kernels.review_sgd`` / ``review_adagrad``, native or
+NumPy), held to it by the tests.  Every review of the batch is checked before any weight
+changes; a non-finite loss can only be seen after the batch (the weights change as it goes).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from npembed import kernels
-from npembed.checks import check_labels, check_token_ids
+from npembed.checks import check_labels, check_no_empty_rows, check_token_ids
+from npembed.errors import NonFiniteLossError
 from npembed.layers import Dense, PooledEmbedding
 from npembed.losses import BinaryCrossentropy
-from npembed.optimizers import RowwiseAdagrad
 
 
 def check_supported(model) -> None:
     """Raise ValueError unless ``model`` is Embedding(mask_zero) -> average -> Dense(1, linear)
-    with ``BinaryCrossentropy(from_logits=True)``, the model the per-review step is written for."""
+    with ``BinaryCrossentropy(from_logits=True)``, fused, and its optimizer has a per-review step."""
     steps = model.steps
     ok = (len(steps) == 2 and isinstance(steps[0], PooledEmbedding) and steps[0].embedding.mask_zero
           and isinstance(steps[1], Dense) and steps[1].units == 1 and steps[1].activation is None
@@ -44,83 +38,47 @@ def check_supported(model) -> None:
                          "Embedding(mask_zero=True) -> GlobalAveragePooling1D -> Dense(1) with "
                          "BinaryCrossentropy(from_logits=True), fused; this model runs "
                          f"{[type(s).__name__ for s in steps]}")
+    if not hasattr(model.optimizer, "review_steps"):
+        raise ValueError(f"{type(model.optimizer).__name__} takes batch steps only; one step per review "
+                         "needs optimizers.SGD or optimizers.RowwiseAdagrad")
 
 
-def _one_review(model, ids, labels, b):
-    """Forward and backward on review b alone: (logit, loss, its gradients as the optimizer takes them)."""
-    one_ids, one_label = ids[b:b + 1], labels[b:b + 1]
-    out = model.forward(one_ids)
-    logit, loss = out[0, 0], model.loss(one_label, out)
-    model.backward(model.loss.gradient(one_label, out))
-    return logit, loss, model.trainable_gradients()
-
-
-def review_sgd_reference(model, ids: np.ndarray, labels: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """B framework steps of plain SGD at batch 1, in order: (logits (B,), losses (B,)) of each
-    review before its own step.  The definition the native kernel is tested against."""
-    logits, losses = np.empty(len(ids), model.dtype), np.empty(len(ids), model.dtype)
-    for b in range(len(ids)):
-        logits[b], losses[b], _ = _one_review(model, ids, labels, b)
-        for weight, grad in zip(model.weights, model.gradients()):
-            weight -= weight.dtype.type(rate) * grad
-    return logits, losses
-
-
-def review_adagrad_reference(model, ids: np.ndarray, labels: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """B framework steps of row-wise Adagrad at batch 1, in order (``optimizers.RowwiseAdagrad``
-    on the distinct rows of each review's gradient): (logits (B,), losses (B,)) before each
-    review's step.  The definition the native kernel is tested against."""
-    optimizer = model.optimizer
-    logits, losses = np.empty(len(ids), model.dtype), np.empty(len(ids), model.dtype)
-    for b in range(len(ids)):
-        logits[b], losses[b], grads = _one_review(model, ids, labels, b)
-        table, table_acc = model.weights[0], optimizer.accumulators[0]
-        lr, eps = table.dtype.type(rate), table.dtype.type(optimizer.epsilon)
-        rows, sums, _ = grads[0].row_sums()                  # distinct rows, their summed gradient
-        held = np.any(sums != 0, axis=1)                    # the padding row is listed with 0
-        rows, sums = rows[held], sums[held]
-        table_acc[rows] += np.mean(np.square(sums, dtype=np.float64), axis=1).astype(table.dtype)
-        row_lr = lr if optimizer.row_rates is None else lr * optimizer.row_rates[rows]
-        table[rows] -= sums * (row_lr / (np.sqrt(table_acc[rows]) + eps))[:, None]
-        for weight, acc, grad in zip(model.weights[1:], optimizer.accumulators[1:], grads[1:]):
-            acc += grad * grad
-            weight -= lr * grad / (np.sqrt(acc) + eps)
-    return logits, losses
-
-
-def review_step(model, ids, labels) -> tuple[float, np.ndarray]:
-    """One batch of per-review steps of ``model.optimizer`` (SGD or RowwiseAdagrad): (mean loss of
-    the reviews before their steps, logits (B, 1)); counts one optimizer step (the rate decays
-    per batch)."""
+def checked_batch(model, ids, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids (B, L), mask (B, L), labels (B, 1) in the model's dtype), every review checked."""
+    if model.optimizer is None:
+        raise RuntimeError("call model.compile(...) before training")
     check_supported(model)
-    embedding, dense = model.steps
-    ids = check_token_ids(ids, embedding.embedding.input_dim)
+    ids = check_token_ids(ids, model.steps[0].embedding.input_dim)
     labels = check_labels(labels, ids.shape[0]).astype(model.dtype).reshape(-1, 1)
-    optimizer = model.optimizer
-    adagrad = isinstance(optimizer, RowwiseAdagrad)
-    if adagrad:
-        if not optimizer.accumulators:
-            optimizer.build(model.weights)
-        optimizer.check_accumulators(model.weights)
-    rate = optimizer.current_rate()
-    if kernels.backend() == "native":
-        from npembed import native
-        table, kernel, bias = embedding.params["embeddings"], dense.params["kernel"], dense.params["bias"]
-        if adagrad:
-            table_acc, kernel_acc, bias_acc = optimizer.accumulators
-            logits, losses = native.review_adagrad(ids, ids != 0, labels, table, table_acc, kernel, kernel_acc,
-                                                   bias, bias_acc, rate, optimizer.epsilon, optimizer.row_rates)
-        else:
-            logits, losses = native.review_sgd(ids, ids != 0, labels, table, kernel, bias, rate)
-    elif adagrad:
-        logits, losses = review_adagrad_reference(model, ids, labels, rate)
-    else:
-        logits, losses = review_sgd_reference(model, ids, labels, rate)
-    optimizer.iterations += 1
+    mask = ids != 0
+    if not mask.any(axis=1).all():                   # (the cheap test first: it runs every batch)
+        check_no_empty_rows(mask.sum(axis=1))       # names the first empty review
+    return ids, mask, labels                        # (the optimizer checks its state: review_steps)
+
+
+def reference_steps(model, ids, labels, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """B framework steps at batch 1, in order: review b's forward and backward through the
+    model's layers, then ``model.optimizer.update(its gradients, weights, rate)``.  Returns
+    (logits (B,), losses (B,)) of each review before its own step.  The definition."""
+    logits, losses = np.empty(len(ids), model.dtype), np.empty(len(ids), model.dtype)
+    for b in range(len(ids)):
+        one_ids, one_label = ids[b:b + 1], labels[b:b + 1]
+        out = model.forward(one_ids)
+        logits[b], losses[b] = out[0, 0], model.loss(one_label, out)
+        model.backward(model.loss.gradient(one_label, out))
+        model.optimizer.update(model.gradients(), model.weights, rate)
+    return logits, losses
+
+
+def train_step(model, ids, labels) -> tuple[float, np.ndarray]:
+    """One batch of per-review steps of ``model.optimizer``: (mean loss of the reviews before
+    their steps, logits (B, 1)); counts one optimizer step."""
+    ids, mask, labels = checked_batch(model, ids, labels)
+    embedding, dense = model.steps
+    logits, losses = model.optimizer.review_steps(ids, mask, labels, embedding.params["embeddings"],
+                                                  dense.params["kernel"], dense.params["bias"])
     loss = float(np.mean(losses, dtype=np.float64))
     if not np.isfinite(loss):
-        from npembed.model import NonFiniteLossError
         raise NonFiniteLossError(f"the loss is {loss} on this batch: per-review "
-                                 f"{type(optimizer).__name__} has diverged; lower the learning rate")
+                                 f"{type(model.optimizer).__name__} has diverged; lower the learning rate")
     return loss, logits.reshape(-1, 1)
-

@@ -148,10 +148,71 @@ def plot_model_graph(model, path: str | os.PathLike) -> None:
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
+# The tutorial's forward pass one operation at a time: (input array, operation, the weights it
+# reads, its local gradient: how backward turns d(its output) into d(its inputs)).
+OPERATIONS = [
+    ("ids (B, L)", "lookup\nx = E[ids]", "E (V, D)",
+     "dE[r] = sum of dx[b, i]\nover ids[b, i] = r\n(scatter-add; ids: none)"),
+    ("x (B, L, D)", "mean over i\npooled = x.sum(1) / L", "",
+     "dx[b, i] = dpooled[b] / L\n(one value fans out\nto L positions)"),
+    ("pooled (B, D)", "affine\nz1 = pooled @ W1 + b1", "W1 (D, H), b1 (H,)",
+     "dpooled = dz1 @ W1.T\ndW1 = pooled.T @ dz1\ndb1 = dz1.sum(0)"),
+    ("z1 (B, H)", "ReLU\nh = max(z1, 0)", "",
+     "dz1 = dh * [z1 > 0]\n(0 at z1 = 0: a kink)"),
+    ("h (B, H)", "affine\nz = h @ W2 + b2", "W2 (H, 1), b2 (1,)",
+     "dh = dz @ W2.T\ndW2 = h.T @ dz\ndb2 = dz.sum(0)"),
+    ("z (B, 1)", "mean sigmoid\ncross-entropy", "y (B, 1)",
+     "dz = (p - y) / B\np = sigmoid(z)"),
+]
+
+
+def plot_operation_graph(path: str | os.PathLike) -> None:
+    """The forward pass as operations (ReLU its own node), each with its local gradient below it:
+    backward multiplies the incoming gradient by it, right to left."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(19, 4.6))
+    n = len(OPERATIONS)
+    ax.set_xlim(-0.5, 2 * n + 0.5)
+    ax.set_ylim(-2.0, 2.2)
+    ax.axis("off")
+    array_box = dict(boxstyle="round,pad=0.35", fc="#dbe9f6", ec="#2f6ea5")
+    op_box = dict(boxstyle="round4,pad=0.4", fc="#fbe3c6", ec="#b86b12")
+    weight_box = dict(boxstyle="round,pad=0.3", fc="#e6f2e1", ec="#3f7f2f")
+    grad_box = dict(boxstyle="square,pad=0.35", fc="white", ec="#a52f2f")
+    def arrow(source, target, color="#444", sideways=True):
+        ax.annotate("", xy=(0, 0.5) if sideways else (0.5, 1), xycoords=target,
+                    xytext=(1, 0.5) if sideways else (0.5, 0), textcoords=source,
+                    arrowprops=dict(arrowstyle="->", color=color, shrinkA=4, shrinkB=4))
+
+    chain = []
+    for j, (array, operation, weights, local) in enumerate(OPERATIONS):
+        chain.append(ax.text(2 * j, 0.4, array, ha="center", va="center", fontsize=8.5, bbox=array_box))
+        chain.append(ax.text(2 * j + 1, 0.4, operation, ha="center", va="center", fontsize=7.5, bbox=op_box))
+        if weights:
+            weight = ax.text(2 * j + 1, 1.75, weights, ha="center", va="center", fontsize=8.5, bbox=weight_box)
+            arrow(weight, chain[-1], "#3f7f2f", sideways=False)
+        ax.text(2 * j + 1, -0.95, local, ha="center", va="center", fontsize=8, color="#a52f2f", bbox=grad_box)
+    chain.append(ax.text(2 * n, 0.4, "loss ()", ha="center", va="center", fontsize=8.5, bbox=array_box))
+    for source, target in zip(chain, chain[1:]):
+        arrow(source, target)
+    ax.text(n, -1.85, "backward, right to left: each operation turns the gradient arriving from its right "
+            "into its inputs' gradients by its local rule (red).\nA weight every review uses (W1, b1, ...) "
+            "sums the reviews' contributions: gradients add at forks; a broadcast forward is a sum backward.",
+            ha="center", fontsize=9.5)
+    ax.text(n, 2.1, "forward, left to right: arrays (blue), operations (orange), weights (green)",
+            ha="center", fontsize=10)
+    fig.tight_layout()
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+
 if __name__ == "__main__":
     import sys
-    if len(sys.argv) != 3 or sys.argv[1] != "model-graph":
-        sys.exit("usage: python -m npembed.plots model-graph OUT.png")
-    import npembed
-    plot_model_graph(npembed.tutorial_model(seed=0), sys.argv[2])
+    if len(sys.argv) != 3 or sys.argv[1] not in ("model-graph", "operation-graph"):
+        sys.exit("usage: python -m npembed.plots model-graph|operation-graph OUT.png")
+    if sys.argv[1] == "operation-graph":
+        plot_operation_graph(sys.argv[2])
+    else:
+        import npembed
+        plot_model_graph(npembed.tutorial_model(seed=0), sys.argv[2])
     print(f"wrote {sys.argv[2]}")

@@ -2,7 +2,7 @@
 
     config.json        the run's options, plus the size and checksum of its vocabulary
     vocab.subwords     the vocabulary the run was trained on (written when the run starts)
-    checkpoint.npz     weights, Adam state, epoch, history (atomic, every epoch)
+    checkpoint.npz     weights, optimizer state, epoch, history (atomic, every epoch)
     weights.npz        the final weights (Keras order), written when the run finishes
     .lock              held (flock) by the process training into the folder
 
@@ -23,6 +23,7 @@ from typing import Iterator
 from npembed.atomic import atomic_write_text, remove_stale_temporaries, writable_folder
 from npembed.checkpoint import check_arrays, read_npz
 from npembed.config import TrainConfig, build_model
+from npembed.datasets import SubwordEncoder
 from npembed.errors import DamagedFileError, RunFolderError, UsageError
 from npembed.locks import LOCK_NAME, locked_folder
 
@@ -108,6 +109,8 @@ def read_config(run: Path) -> tuple[TrainConfig, dict]:
         config = TrainConfig.from_json(document)
     except (UsageError, TypeError) as err:
         raise DamagedFileError(f"{path} is damaged: {err}") from err
+    except RunFolderError as err:                   # a format this npembed no longer reads
+        raise RunFolderError(f"{path}: {err}") from err
     return config, recorded
 
 
@@ -137,7 +140,6 @@ def open_run(run: str | os.PathLike):
 
 
 def read_vocabulary(run: Path, recorded: dict):
-    from npembed.datasets import SubwordEncoder
     path = run / VOCAB
     if not path.is_file():
         raise DamagedFileError(f"{path} is missing: the run's vocabulary is needed to read its "

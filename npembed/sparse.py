@@ -43,8 +43,9 @@ class IndexedSlices:
     def squared_sum(self) -> np.ndarray:
         """``S[r] = sum_{k: indices[k]=r} values[k]**2``: the square of each slice, then summed.
 
-        This is what Keras's Adam adds to its second moment for a sparse gradient, which is not
-        ``to_dense()**2`` when a row is looked up more than once.
+        This is what Keras 3's Adam adds to its second moment for a sparse gradient (tf.keras 2's
+        adds ``to_dense()**2``, the square of the summed slices); the two differ when a row is
+        looked up more than once.
         """
         return kernels.scatter_add_rows(self.indices, np.square(self.values), self.dense_shape[0])
 
@@ -62,7 +63,9 @@ class PooledSlices:
     mask:     (B, L) bool or None; without it every position weighs 1/L, with it the
               non-padding positions weigh 1/n[b] and the padding positions 0.
 
-    Slice (b, t) is ``weight[b, t] * dpooled[b]``; equal to what ``GlobalAveragePooling1D.backward``
+    Slice (b, t) is ``a[b, t] * dpooled[b]``, where ``a[b, t]`` is position (b, t)'s weight in
+    review b's average: 1/L without a mask, ``mask[b, t] / n[b]`` with one
+    (``n[b] = sum_t mask[b, t]``); equal to what ``GlobalAveragePooling1D.backward``
     followed by ``Embedding.backward`` produce (tests/test_kernels.py proves it).
     """
 

@@ -1,10 +1,11 @@
-"""The main job: train the tutorial's model, checkpoint every epoch, export and plot.
+"""The main job: train a model (``--model``, the tutorial's by default), checkpoint every epoch,
+export and plot.
 
 A run folder holds::
 
     config.json                 the options of the run, and its vocabulary's checksum
     vocab.subwords              the vocabulary (see runfolder.py: what is locked and checked)
-    checkpoint.npz              weights, Adam state, epoch, history (atomic, every epoch)
+    checkpoint.npz              weights, optimizer state, epoch, history (atomic, every epoch)
     history.json, history.csv   per-epoch loss, accuracy, val_loss, val_accuracy
     results.json                full-test-set evaluation, timings
     loss.png, accuracy.png      the tutorial's two figures
@@ -21,33 +22,35 @@ from pathlib import Path
 
 import numpy as np
 
-from npembed.atomic import atomic_write_text
+from npembed import kernels, plots
+from npembed.atomic import atomic_save_npz, atomic_write_text
 from npembed.checkpoint import check_arrays, load_checkpoint, save_checkpoint
-from npembed.config import TrainConfig, build_model
-from npembed.errors import DivergedError, RunFolderError, UsageError
+from npembed.config import TrainConfig, build_model, unknown_options_message
+from npembed.datasets import load_imdb_subwords8k
+from npembed.errors import DivergedError, NonFiniteLossError, RunFolderError, UsageError
+from npembed.export import write_projector_files
 from npembed.loop import Callback, History
-from npembed.model import NonFiniteLossError
+from npembed.models import model_module
 from npembed.runfolder import (CHECKPOINT, CONFIG, WEIGHTS, check_vocabulary, load_run, read_config,
                                training_lock, write_run_start)
 
-RunError = RunFolderError            # the name this module used to have for it
-
-__all__ = ["TrainConfig", "train", "load_run", "build_model", "RunError", "EarlyStopping"]
+__all__ = ["TrainConfig", "train", "load_run", "build_model", "EarlyStopping"]
 
 
 def train(config: TrainConfig | dict | None, out: str | os.PathLike, data=None, resume: bool = False,
           progress: bool = True, extra_callbacks=()) -> dict:
     """Run (or resume) a training run in folder ``out``; returns the results dict.
 
-    A new run needs ``config``.  On ``resume`` the run's own config.json decides; ``config`` may
-    then say which options the caller asked for (a dict of some options, or a whole
-    TrainConfig): ``epochs`` may differ (not below the epochs done), any other difference is
-    refused rather than silently ignored.  The run folder is locked for the whole call.
+    A new run needs ``config``: a TrainConfig, or a dict of options by name (``model`` among
+    them; ``TrainConfig.for_model`` fills in the model's defaults).  On ``resume`` the run's own
+    config.json decides; ``config`` may then say which options the caller asked for (a dict of
+    some options, or a whole TrainConfig): ``epochs`` may differ (not below the epochs done),
+    any other difference, and any name that is no option, is refused rather than ignored.  The
+    run folder is locked for the whole call.
     """
-    from npembed.datasets import load_imdb_subwords8k
     out = Path(out)
-    if isinstance(config, dict):
-        config = config if resume else TrainConfig(**config)
+    if isinstance(config, dict) and not resume:
+        config = TrainConfig.for_model(**config)
     if not resume:
         if config is None:
             raise UsageError("a new run needs a TrainConfig")
@@ -55,7 +58,7 @@ def train(config: TrainConfig | dict | None, out: str | os.PathLike, data=None, 
     with training_lock(out, resume):
         if resume:
             saved, recorded = read_config(out)
-            asked = config.to_json() if isinstance(config, TrainConfig) else dict(config or {})
+            asked = config.flat() if isinstance(config, TrainConfig) else dict(config or {})
             config = _resumed_config(saved, asked, out)
         dataset = data if hasattr(data, "encoder") else load_imdb_subwords8k(data, progress=progress)
         if resume:
@@ -64,8 +67,13 @@ def train(config: TrainConfig | dict | None, out: str | os.PathLike, data=None, 
 
 
 def _resumed_config(saved: TrainConfig, asked: dict, out: Path) -> TrainConfig:
-    differ = [f"--{key.replace('_', '-')} {value!r} (the run has {getattr(saved, key)!r})"
-              for key, value in asked.items() if key != "epochs" and getattr(saved, key, value) != value]
+    options = saved.flat()
+    asked = {key: value for key, value in asked.items() if key != "model_options"}
+    unknown = [key for key in asked if key not in options]
+    if unknown:
+        raise UsageError(f"--resume continues run {out}: {unknown_options_message(unknown, saved.model)}")
+    differ = [f"--{key.replace('_', '-')} {value!r} (the run has {options[key]!r})"
+              for key, value in asked.items() if key != "epochs" and options[key] != value]
     if differ:
         raise UsageError(f"--resume continues run {out} with its own options; these differ: "
                          f"{'; '.join(differ)}. Only --epochs may change; start a new run in another "
@@ -77,21 +85,18 @@ def _resumed_config(saved: TrainConfig, asked: dict, out: Path) -> TrainConfig:
 
 
 def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progress: bool, extra_callbacks) -> dict:
-    train_split, val_split, test_split = run_splits(config, dataset, progress)
+    module = model_module(config.model)
+    train_split, val_split, test_split = module.splits(config, dataset, progress)
     train_batches = train_split.batches(config.batch_size, config.shuffle_buffer, seed=config.seed)
     steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
     model = build_model(config, dataset.encoder.vocab_size, steps)
-    if config.nb_init and not resume:
-        from npembed.nb_init import nb_initialise
-        nb_initialise(model, train_split)            # the training split only (not validation)
-    if config.nb_rates:                              # recomputed on resume: a function of the split
-        set_nb_rates(model, train_split)
     history = History()
     early = EarlyStopping(config.early_stopping) if config.early_stopping else None
     initial_epoch = 0
     if resume and (out / CHECKPOINT).is_file():
         state, extra = load_checkpoint(out / CHECKPOINT, model)
         initial_epoch = state["epoch"]
+        _note_backend(progress, out, state.get("kernels"))
         if config.epochs < initial_epoch:
             raise UsageError(f"--epochs {config.epochs} is fewer than the {initial_epoch} epochs run "
                              f"{out} has done: pass --epochs {initial_epoch} or more")
@@ -122,7 +127,8 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     try:
         model.fit(train_batches, epochs=config.epochs, validation_data=val_batches,
                   validation_steps=config.validation_steps, steps_per_epoch=config.steps_per_epoch,
-                  callbacks=callbacks, initial_epoch=initial_epoch, verbose=0, history=history)
+                  callbacks=callbacks, initial_epoch=initial_epoch, verbose=0, history=history,
+                  step=module.fit_step(config))
     except NonFiniteLossError as err:
         if (out / CHECKPOINT).is_file():
             kept = f"the checkpoint of the last good epoch is kept in {out / CHECKPOINT}"
@@ -138,40 +144,18 @@ def _train_locked(config: TrainConfig, out: Path, dataset, resume: bool, progres
     return finish_run(out, model, dataset, config, history.history, train_seconds, progress, test_split)
 
 
-VALIDATION_SEED = 0
-
-
-def set_nb_rates(model, train_split) -> None:
-    """``--nb-rates``: row-wise Adagrad's per-row rate multipliers, |r_f|, the naive-Bayes
-    log-count ratios of ``train_split`` (the training reviews only; ``nb_init.log_count_ratio``)."""
-    from npembed.nb_init import log_count_ratio
-    table = model.weights[0]
-    model.optimizer.row_rates = np.abs(log_count_ratio(train_split, table.shape[0])).astype(table.dtype)
+def _note_backend(progress: bool, out: Path, written_with: str | None) -> None:
+    """One line when the checkpoint was written under the other kernel backend: the two agree
+    within a few ulps per step, not bit for bit, so the resumed run will not be bit-identical."""
+    if written_with is not None and written_with != kernels.backend():
+        _say(progress, f"note: {out} was trained so far with the {written_with} kernels and resumes "
+                       f"with the {kernels.backend()} ones; the result will be close but not "
+                       "bit-identical to a run on one backend")
 
 
 def run_splits(config: TrainConfig, dataset, progress: bool = False):
-    """(train, validation, test) splits of a run.
-
-    The tutorial's model validates on the test split, as the tutorial does.  The n-gram model
-    (``config.ngrams``) is fitted and chosen without the test set: its validation split is
-    ``config.validation_reviews`` train reviews held out with seed 0 (``datasets.holdout``),
-    it trains on the rest, and the test split is evaluated once, after training
-    (``validation_reviews`` 0: it trains on all of them, validation None).  Its reviews carry
-    their hashed n-grams (``datasets.ngrams``, cached).
-    """
-    if not config.ngrams:
-        return dataset.train, dataset.test, dataset.test
-    from npembed.datasets.holdout import holdout
-    from npembed.datasets.ngrams import load_ngram_split
-    vocab = dataset.encoder.vocab_size
-    folder = getattr(dataset, "cache_folder", None)
-    _say(progress, f"adding hashed {config.ngrams}-grams ({config.buckets:,} buckets; cached after the first run)")
-    train, test = (load_ngram_split(split, config.ngrams, config.buckets, vocab, folder)
-                   for split in (dataset.train, dataset.test))
-    if config.validation_reviews == 0:               # a refit on every train review: no validation
-        return train, None, test
-    train, validation = holdout(train, config.validation_reviews, VALIDATION_SEED)
-    return train, validation, test
+    """(train, validation or None, test) splits of a run, as its model module prepares them."""
+    return model_module(config.model).splits(config, dataset, progress)
 
 
 def _saved_epochs(out: Path) -> int | None:
@@ -185,7 +169,6 @@ def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, tr
                progress: bool, test_split=None) -> dict:
     """Evaluate on the whole test set (``test_split``, default ``dataset.test``), write history,
     figures, projector files and results."""
-    from npembed.export import write_projector_files
     test_split = dataset.test if test_split is None else test_split
     # Without masking the average includes padding, so the result depends on how much padding a
     # batch has: evaluate with the training batch size (as the validation during training did).
@@ -207,9 +190,8 @@ def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, tr
     write_projector_files(out, model.weights[0], dataset.encoder.subwords)
     save_final_weights(out, model)
     try:
-        from npembed.plots import plot_history
-        plot_history(history, "loss", out / "loss.png")
-        plot_history(history, "accuracy", out / "accuracy.png")
+        plots.plot_history(history, "loss", out / "loss.png")
+        plots.plot_history(history, "accuracy", out / "accuracy.png")
     except ImportError as err:
         _say(progress, f"skipped the figures: {err}")
     return results
@@ -217,7 +199,6 @@ def finish_run(out: Path, model, dataset, config: TrainConfig, history: dict, tr
 
 def save_final_weights(out: Path, model) -> None:
     """The weights the run ends with (the best epoch's under early stopping), Keras order."""
-    from npembed.atomic import atomic_save_npz
     atomic_save_npz(out / WEIGHTS, **{name.replace("/", "__"): w for name, w in zip(model.weight_names, model.weights)})
 
 
@@ -309,7 +290,8 @@ class _ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
         summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-        print(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.1f}s (training {training:.2f}s, "
+        # one precision for both: rounding keeps the part (training) no larger than the total
+        print(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.2f}s (training {training:.2f}s, "
               f"{1000 * training / self.steps:.2f} ms/step) - {summary}", flush=True)
 
 

@@ -78,7 +78,7 @@ def trained_weights(imdb, real_batches):
         model.fit(imdb.train.batches(10, shuffle_buffer=1000, seed=5), epochs=10, verbose=0)
         logits = np.concatenate([model(ids)[:, 0] for ids, _ in real_batches[:20]])
         assert np.abs(logits).max() > 15, "the trained model must be confident somewhere"
-        weights[mask_zero] = (model.get_weights(), model.optimizer.get_state())
+        weights[mask_zero] = (model.get_weights(), model.optimizer.state())
     return weights
 
 

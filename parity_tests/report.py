@@ -45,7 +45,7 @@ def trained(imdb, mask_zero):
     model = npembed.tutorial_model(seed=0, mask_zero=mask_zero)
     model.compile()
     model.fit(imdb.train.batches(10, shuffle_buffer=1000, seed=5), epochs=10, verbose=0)
-    return model.get_weights(), model.optimizer.get_state()
+    return model.get_weights(), model.optimizer.state()
 
 
 def one_step_rows(imdb, batches, flavor, dtype, mask_zero, start) -> Worst:
@@ -63,12 +63,12 @@ def one_step_rows(imdb, batches, flavor, dtype, mask_zero, start) -> Worst:
     adam = np_model.optimizer
     adam.build(np_model.weights)
     if start is not None:
-        state = {**start[1], "momentums": [m.astype(dtype) for m in start[1]["momentums"]],
-                 "velocities": [v.astype(dtype) for v in start[1]["velocities"]]}
-        adam.set_state(state)
+        state = {key: value.astype(dtype) if isinstance(value, np.ndarray) else value
+                 for key, value in start[1].items()}
+        adam.load_state(state, np_model.weights)
         optimizer.build(twin.trainable_variables)
         optimizer.iterations.assign(state["iterations"])
-        for variables, values in ((optimizer._momentums, state["momentums"]), (optimizer._velocities, state["velocities"])):
+        for variables, values in ((optimizer._momentums, adam.momentums), (optimizer._velocities, adam.velocities)):
             for variable, value in zip(variables, values):
                 variable.assign(value)
     u = bounds.unit_roundoff(dtype)
@@ -83,7 +83,7 @@ def one_step_rows(imdb, batches, flavor, dtype, mask_zero, start) -> Worst:
         worst.record("loss", loss, keras_loss, bound.loss.error)
         for name, grad, keras_grad, grad_bound in zip(np_model.weight_names, grads, keras_grads, bound.grads):
             worst.record(f"gradient {name}", grad, keras_twin.to_numpy(keras_grad), grad_bound.error)
-        worst.record("IndexedSlices values", np_model.layers[0].sparse_grads["embeddings"].values,
+        worst.record("IndexedSlices values", np_model.layers[0].grads["embeddings"].values,
                      keras_grads[0].values.numpy(), bound.slices.error)
         before = [w.astype(np.float64) for w in np_model.get_weights()]
         m_before = [m.astype(np.float64) for m in adam.momentums]

@@ -43,7 +43,7 @@ def test_ngram_model_loss_and_gradients_match_keras(flavor, dtype, kernel_backen
         for name, grad, keras_grad, grad_bound in zip(np_model.weight_names, grads, keras_grads, bound.grads):
             bounds.assert_within(grad, keras_twin.to_numpy(keras_grad), grad_bound.error,
                                  f"{flavor} ngram batch {index}: gradient of {name}")
-        slices = np_model.layers[0].sparse_grads["embeddings"]
+        slices = np_model.layers[0].grads["embeddings"]
         np.testing.assert_array_equal(slices.indices, keras_grads[0].indices.numpy())
 
 

@@ -95,3 +95,19 @@ def test_keras_runner_feeds_keras_the_same_batches(imdb, tmp_path):
         np.testing.assert_array_equal(y.numpy(), ry)
     for x, (rx, _) in zip(worker.KerasRunner.dataset(test, with_labels=False), test):
         np.testing.assert_array_equal(x.numpy(), rx)
+
+
+def test_docs_page_is_the_report_of_the_recorded_results_and_keeps_its_hand_written_tail(tmp_path):
+    """docs/benchmarks.md is `python -m benchmarks.report`'s page for the recorded results, then
+    the measurements written by hand (first run, n-gram comparison), which the report keeps."""
+    from pathlib import Path
+    from benchmarks.report import HAND_WRITTEN, docs_page, write_docs_page
+    root = Path(__file__).resolve().parents[1]
+    results = json.loads((root / "benchmarks" / "results" / "latest.json").read_text())
+    page = (root / "docs" / "benchmarks.md").read_text()
+    generated, tail = page.split(HAND_WRITTEN)
+    assert generated == docs_page(results) + "\n", "run: python -m benchmarks.report"
+    copy = tmp_path / "benchmarks.md"
+    copy.write_text("an older generated page\n" + HAND_WRITTEN + tail)
+    write_docs_page(results, copy)
+    assert copy.read_text() == page

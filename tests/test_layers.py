@@ -45,7 +45,6 @@ def test_embedding_sparse_gradient_has_one_slice_per_position(small_batch):
     layer.forward(ids)
     layer.backward(dout)
     slices = layer.grads["embeddings"]
-    assert layer.sparse_grads is layer.grads              # the older name, the same dict
     assert slices.values.shape == (ids.size, 4)
     np.testing.assert_array_equal(slices.indices, ids.ravel())
     np.testing.assert_array_equal(slices.values, dout.reshape(-1, 4))

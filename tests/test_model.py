@@ -165,9 +165,7 @@ def test_non_finite_loss_stops_without_touching_weights(small_batch):
     ids, labels = small_batch
     model = small_model(dtype="float32")
     model.compile()
-    weights = model.get_weights()
-    weights[0][ids[0, 0]] = np.nan
-    model.set_weights(weights)
+    model.weights[0][ids[0, 0]] = np.nan              # set_weights refuses NaN: write the live array
     before = model.get_weights()
     with pytest.raises(npembed.NonFiniteLossError, match="the loss is nan"):
         model.train_on_batch(ids, labels)
@@ -201,3 +199,125 @@ def test_the_training_step_imports_no_data_code():
             "print(sorted(m for m in sys.modules if m.startswith('npembed.datasets')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_set_weights_checks_every_array_before_writing_any():
+    """Issue 22 item 6: a bad later array (NaN, inf, beyond float32, a wrong shape) leaves the
+    earlier weights as they were."""
+    model = npembed.tutorial_model(vocab_size=30, embedding_dim=4, hidden_units=3, seed=0)
+    before = model.get_weights()
+    for position, bad in ((4, np.array([np.nan])), (2, np.full((3, 1), np.inf)),
+                          (4, np.array([1e39])), (3, np.zeros(2))):
+        weights = [w + 1 for w in before]
+        weights[position] = bad
+        with pytest.raises(ValueError, match="set_weights"):
+            model.set_weights(weights)
+        for kept, live in zip(before, model.weights):
+            np.testing.assert_array_equal(kept, live)
+    model.set_weights([w + 1 for w in before])
+    np.testing.assert_array_equal(model.weights[0], before[0] + 1)
+
+
+class LastStep(npembed.layers.Layer):
+    """(B, L, D) -> (B, D): the last position's vector (a layer of an LSTM's shape)."""
+
+    def build(self, input_width, rng, dtype):
+        super().build(input_width, rng, dtype)
+        return input_width
+
+    def forward(self, x, mask=None):
+        self.cache = {"shape": x.shape}
+        return x[:, -1, :]
+
+    def backward(self, dout):
+        dx = np.zeros(self.cache["shape"], dtype=dout.dtype)
+        dx[:, -1, :] = dout
+        return dx
+
+    def compute_mask(self, inputs, mask):
+        return None
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"LastStep takes rank-3 input, got rank {len(input_shape)}")
+        return (input_shape[0], input_shape[2])
+
+
+def test_a_layer_from_rank_3_to_rank_2_is_accepted_and_checked_by_its_output_shape(small_batch):
+    """Sequential asks each layer's output_shape: a new rank-3 -> rank-2 layer fits after the
+    Embedding without Sequential knowing it, and a wrong stack is still refused."""
+    from npembed.layers import Dense, Embedding, GlobalAveragePooling1D
+    ids, labels = small_batch
+    model = npembed.Sequential([Embedding(30, 4), LastStep(), Dense(1)], seed=0, dtype="float64")
+    model.compile()
+    model.train_on_batch(ids, labels)
+    assert model(ids).shape == (ids.shape[0], 1)
+    with pytest.raises(ValueError, match="layer 2 .*LastStep takes rank-3 input"):
+        npembed.Sequential([Embedding(30, 4), GlobalAveragePooling1D(), LastStep()])
+    with pytest.raises(ValueError, match="only the first layer can take token ids"):
+        npembed.Sequential([Embedding(30, 4), GlobalAveragePooling1D(), Embedding(30, 4)])
+
+
+def test_compile_takes_any_loss_with_a_value_and_a_gradient(small_batch):
+    class Squared:
+        """Mean squared error on the logits: another loss, to show compile takes any."""
+
+        def __call__(self, labels, logits):
+            return float(np.mean((logits[:, 0] - labels) ** 2))
+
+        def gradient(self, labels, logits):
+            return (2 * (logits[:, 0] - labels) / len(labels))[:, None]
+
+    ids, labels = small_batch
+    model = small_model(dtype="float64")
+    model.compile(loss=Squared())
+    loss, grads = model.compute_gradients(ids, labels)
+    objective = lambda: model.loss(labels, model.forward(ids))      # noqa: E731
+    np.testing.assert_allclose(grads[-1], npembed.gradcheck.numerical_gradient(objective, model.weights[-1]),
+                               rtol=1e-6, atol=1e-9)
+    with pytest.raises(TypeError, match="loss must be"):
+        model.compile(loss=lambda labels, logits: 0.0)               # no gradient
+
+
+def test_an_optimizer_with_another_models_state_is_refused_at_compile(small_batch):
+    """Issue 22 item 4 through the model API: one Adam trained with one model, then compiled
+    into a model of other shapes, is refused before any step (and the first model's run goes on)."""
+    ids, labels = small_batch
+    first = npembed.tutorial_model(vocab_size=30, embedding_dim=4, hidden_units=3, seed=0)
+    adam = npembed.optimizers.Adam()
+    first.compile(optimizer=adam)
+    first.train_on_batch(ids, labels)
+    other = npembed.tutorial_model(vocab_size=30, embedding_dim=5, hidden_units=3, seed=0)
+    with pytest.raises(ValueError, match="does not fit the weights.*its own optimizer"):
+        other.compile(optimizer=adam)
+    first.train_on_batch(ids, labels)
+    assert adam.iterations == 2
+
+
+def test_no_import_cycle_in_npembed():
+    """The house rule: no module of npembed imports, directly or through others, a module that
+    imports it back (in-function imports count).  ``from package import submodule`` is an edge to
+    the submodule; a package's ``__init__`` is left out as a target (importing npembed.x runs
+    npembed/__init__.py first by Python's rules, not by a choice of the code)."""
+    import ast
+    from pathlib import Path
+    root = Path(npembed.__file__).parent
+    modules = {".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): path
+               for path in root.rglob("*.py")}
+    edges = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("npembed"):
+                targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
+                           else node.module for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names if alias.name.startswith("npembed")]
+            else:
+                continue
+            edges[name] |= {t for t in targets if t in modules and t != name
+                            and not modules[t].name == "__init__.py"}
+    def reaches(start, goal, seen):
+        return any(nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen))
+                   for nxt in edges[start])
+    cycles = sorted(name for name in modules if reaches(name, name, set()))
+    assert cycles == [], f"modules on an import cycle: {cycles}"

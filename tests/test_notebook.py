@@ -24,6 +24,7 @@ KERNEL = "npembed-python"
 def execute(path: Path, out: Path, timeout: int = 600):
     """Run every cell of the notebook at ``path`` (its folder as the working directory) and
     return the executed notebook; raises nbclient's CellExecutionError at the first failing cell.
+    The kernel is shut down before this returns or raises.
     ``out`` is where the notebook writes vecs.tsv and meta.tsv (NPEMBED_NOTEBOOK_OUT)."""
     import nbformat
     from ipykernel.kernelspec import write_kernel_spec
@@ -42,7 +43,11 @@ def execute(path: Path, out: Path, timeout: int = 600):
             env["NPEMBED_DATA"] = str(Path(os.environ["NPEMBED_DATA"]).resolve())
         client = NotebookClient(notebook, km=manager, timeout=timeout, record_timing=False,     # no timestamps in diffs
                                 resources={"metadata": {"path": str(path.parent)}})
-        client.execute(env=env)
+        try:
+            client.execute(env=env)
+        finally:        # a kernel manager passed in is not the client's to stop: stop it here, pass or fail
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=True)
     return notebook
 
 
@@ -127,6 +132,26 @@ def test_the_kernel_is_this_python_and_this_checkout(tmp_path):
     prefix, module = execute(path, tmp_path).cells[0].outputs[0]["text"].split()
     assert prefix == sys.prefix                     # this venv, not the first python on PATH
     assert Path(module).resolve() == (ROOT / "npembed" / "__init__.py").resolve()
+
+
+def test_the_kernel_is_shut_down_when_the_run_ends(tmp_path):
+    """No ipykernel outlives its test (four did, 1.2 GB together, until pytest exited), after a
+    run that passes and after one that fails."""
+    _needs_nbclient()
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+    for fails in (False, True):
+        pid_file = tmp_path / f"pid-{fails}.txt"
+        source = f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))" + ("\n1 / 0" if fails else "")
+        path = tmp_path / "pid.ipynb"
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), path)
+        if fails:
+            with pytest.raises(CellExecutionError):
+                execute(path, tmp_path)
+        else:
+            execute(path, tmp_path)
+        with pytest.raises(ProcessLookupError):        # the kernel's process is gone, and reaped
+            os.kill(int(pid_file.read_text()), 0)
 
 
 def coalesce_streams(notebook) -> None:

@@ -243,8 +243,11 @@ def test_predict_inputs(real_run, tmp_path, capsys, monkeypatch):
 
 
 def test_plot_embeddings_top_and_out(real_run, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["plot-embeddings", "--run", str(real_run), "--top", "0"])
+    for top in ("0", "2001", "1000000000"):           # a billion labels drew all 7,928 for 105 s
+        with pytest.raises(SystemExit):
+            cli.main(["plot-embeddings", "--run", str(real_run), "--top", top])
+        assert "--top: must be from 2 to 2,000" in capsys.readouterr().err
+    assert cli._printable("a\x85b") == "a\\x85b" and cli._printable("the_") == "the_"   # no missing glyph
     for out, message in ((tmp_path, "is a folder"), (tmp_path / "map.bogus", "unknown image format 'bogus'")):
         code, err = run_cli(capsys, "plot-embeddings", "--run", real_run, "--out", out)
         assert code == errors.USAGE and message in err
@@ -316,6 +319,9 @@ def test_user_paths_that_cannot_be_expanded_are_messages(capsys, monkeypatch):
 
 
 def test_neighbors_and_predict_edge_inputs(real_run, capsys):
+    for word, message in (("", "has no subwords"), ("   ", "encodes only as raw bytes")):
+        code, err = run_cli(capsys, "neighbors", "--run", real_run, word)   # without 'error:' before
+        assert code == errors.USAGE and err.startswith("npembed neighbors: error: WORD") and message in err
     code, err = run_cli(capsys, "neighbors", "--run", real_run, os.fsdecode(b"\xff\xfe"))
     assert code == errors.USAGE and "not valid UTF-8" in err
     code, err = run_cli(capsys, "predict", "--run", real_run, "-", "-")
@@ -413,3 +419,270 @@ def test_an_interrupted_run_takes_back_its_own_temporary_files(tmp_path):
             (out / f".checkpoint.npz.tmp-{os.getpid()}-abc").write_bytes(b"half")
             raise KeyboardInterrupt
     assert not out.exists() or not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+
+
+# ---------------------------------------------------------------- second pass (issue 22)
+def _memory_limited():
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("argv, stdin, what", [(["--file", "/dev/zero"], None, "--file /dev/zero"),
+                                               (["-"], "yes", "standard input")])
+def test_predict_reads_its_input_with_a_limit(real_run, argv, stdin, what):
+    """`predict --file /dev/zero` read until the OOM killer came (24 GB): every input is read
+    in blocks up to 16 MiB (all reviews together), past which it is a message."""
+    command = [sys.executable, "-m", "npembed.cli", "predict", "--run", str(real_run), *argv]
+    feed = subprocess.Popen(["yes"], stdout=subprocess.PIPE) if stdin else None
+    try:
+        done = subprocess.run(command, stdin=feed.stdout if feed else subprocess.DEVNULL, capture_output=True,
+                              text=True, cwd=ROOT, timeout=60, preexec_fn=_memory_limited)
+    finally:
+        if feed:
+            feed.kill()
+            feed.wait()
+    assert done.returncode == errors.USAGE, done.stderr
+    assert f"{what} holds more than 16 MiB of review text" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_limit_counts_every_review_of_the_call(real_run, tmp_path, capsys):
+    half = tmp_path / "half.txt"
+    half.write_bytes(b"fine. " * ((9 << 20) // 6))
+    code, err = run_cli(capsys, "predict", "--run", real_run, "--file", half, "--file", half)
+    assert code == errors.USAGE and f"--file {half} holds more than 16 MiB" in err
+
+
+def _stopped_before_the_run_starts(monkeypatch, failure):
+    """train fails where the n-gram model caches its n-grams: after the data, before config.json."""
+    from npembed.models import ngrams
+
+    def fail(*args, **kwargs):
+        raise failure
+    monkeypatch.setattr(ngrams, "splits", fail)
+
+
+@pytest.mark.parametrize("failure", [cli.Terminated(15), OSError(28, "No space left on device", "/cache/x.npz")])
+def test_a_run_stopped_before_its_config_is_not_advised_to_resume(imdb, tmp_path, capsys, monkeypatch, failure):
+    """Issue 22 item 8: `--resume` was advised for a folder the failed start had just removed."""
+    _stopped_before_the_run_starts(monkeypatch, failure)
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--out", out, "--model", "ngrams", "--epochs", "1")
+    assert code in (128 + 15, errors.FILESYSTEM), err
+    assert not out.exists() and "--resume" not in err
+    assert "run the same command again" in err or "run the command again" in err
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(imdb, tmp_path, capsys, monkeypatch):
+    """docs/reliability.md promised it; ENOSPC from write or fsync carries no file name."""
+    import npembed.atomic
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(npembed.atomic.os, "fsync", full)
+    target = tmp_path / "config.json"
+    with pytest.raises(OSError) as raised:
+        atomic_write_text(target, "{}")
+    assert raised.value.errno == 28 and raised.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []                  # no temporary left
+    out = tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--out", out, "--epochs", "1")
+    assert code == errors.FILESYSTEM and f"could not read or write {out}{os.sep}" in err, err
+    assert "No space left on device" in err and "--resume" not in err
+
+
+def test_names_near_the_255_byte_limit_are_written(tmp_path):
+    """`.<name>.tmp-<pid>-<random><suffix>` passed NAME_MAX for a target name of ~230 bytes."""
+    from npembed.atomic import atomic_write_with
+    for name in ("x" * 251 + ".png", "é" * 120 + ".tsv"):
+        atomic_write_with(tmp_path / name, lambda tmp: Path(tmp).write_bytes(b"data"))
+        assert (tmp_path / name).read_bytes() == b"data"
+    atomic_write_text(tmp_path / ("y" * 255), "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["x" * 251 + ".png", "é" * 120 + ".tsv", "y" * 255])
+    dead = tmp_path / (".%s.tmp-999999999-abc" % npembed_atomic_stem("y" * 255))
+    dead.write_bytes(b"half")
+    atomic_write_text(tmp_path / ("y" * 255), "again")
+    assert not dead.exists()
+
+
+def npembed_atomic_stem(name):
+    from npembed.atomic import _temporary_stem
+    return _temporary_stem(name)
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory):
+    """A cache built from the small synthetic archive: (archive, cache folder, data)."""
+    from npembed.datasets import load_imdb_subwords8k
+    folder = tmp_path_factory.mktemp("tampered")
+    archive = synthetic_archive(folder / "synthetic.tar.gz")
+    data = load_imdb_subwords8k(archive, cache_dir=folder / "cache", progress=False)
+    return archive, folder / "cache", data
+
+
+def _cut(arrays):
+    half = arrays["labels"].shape[0] // 2
+    end = arrays["offsets"][half]
+    return dict(arrays, ids=arrays["ids"][:end], offsets=arrays["offsets"][:half + 1],
+                labels=arrays["labels"][:half], keys=arrays["keys"][:half])
+
+
+def _edit(**change):
+    def edit(arrays):
+        arrays = {k: v.copy() for k, v in arrays.items()}
+        for name, how in change.items():
+            arrays[name] = how(arrays[name])
+        return arrays
+    return edit
+
+
+def _set(index, value):
+    def put(array):
+        array[index] = value
+        return array
+    return put
+
+
+TAMPERED = {
+    "a cut-down split": (_cut, "reviews, not"),
+    "offsets not monotone": (_edit(offsets=lambda o: np.concatenate([o[:1], o[2:3], o[1:2], o[3:]])), "offsets"),
+    "offsets past the ids": (_edit(offsets=_set(-1, 10 ** 9)), "offsets"),
+    "an id past the vocabulary": (_edit(ids=_set(3, 10 ** 6)), "ids outside"),
+    "a zero id": (_edit(ids=_set(0, 0)), "ids outside"),
+    "a label 2": (_edit(labels=_set(0, 2)), "labels other than 0 and 1"),
+    "a flipped label": (_edit(labels=lambda labels: 1 - labels), "disagree with the reviews' folders"),
+    "a review twice": (lambda arrays: _edit(keys=_set(1, arrays["keys"][0]),
+                                            labels=_set(1, arrays["labels"][0]))(arrays), "more than once"),
+    "a label missing": (_edit(labels=lambda labels: labels[:-1]), "disagree in shape"),
+    "float ids": (_edit(ids=lambda ids: ids.astype(np.float32)), "wrong types"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_a_tampered_cache_with_recomputed_checksums_is_refused(small_cache, tmp_path, case):
+    """Also found by issue 22: a split edited (its .sha256 recomputed) gave tracebacks, or was
+    trained on silently (cut down). The cache is checked for consistency on every load."""
+    from npembed.datasets import load_imdb_subwords8k
+    from npembed.datasets.cache import Cache
+    from npembed.datasets.sources import DataError
+    archive, cache_dir, _ = small_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(cache_dir, copy)
+    (folder,) = (copy / "imdb_subwords8k").iterdir()
+    tamper, message = TAMPERED[case]
+    with np.load(folder / "train.npz") as stored:
+        arrays = dict(stored)
+    arrays = tamper(arrays)
+    with open(folder / "train.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+    cache = Cache.__new__(Cache)
+    cache.folder = folder
+    cache.seal("train.npz")                                 # the checksum recomputed
+    with pytest.raises(DataError) as refused:
+        load_imdb_subwords8k(archive, cache_dir=copy, progress=False)
+    assert message in str(refused.value) and f"Delete the folder {folder}" in str(refused.value)
+
+
+def test_a_known_archive_has_its_review_counts_checked():
+    from npembed.datasets.batching import EncodedSplit
+    from npembed.datasets.cache import KNOWN_INPUTS, Cache, split_problem
+    split = EncodedSplit("train", np.array([1, 2, 3]), np.array([0, 1, 3]), np.array([0, 1], np.int8),
+                         np.array(["aclImdb/train/neg/0_1.txt", "aclImdb/train/pos/0_9.txt"]))
+    assert split_problem(split, vocab_size=4) is None
+    assert split_problem(split, vocab_size=4, expected_reviews=25_000) == "2 reviews, not 25,000"
+    assert Cache("/tmp/unused", next(iter(KNOWN_INPUTS))).expected_reviews == 25_000
+
+
+def test_a_tampered_ngram_cache_is_rebuilt_not_used(small_cache):
+    from npembed.datasets.ngrams import NgramCache, load_ngram_split, ngram_split
+    _, _, data = small_cache
+    vocab = data.encoder.vocab_size
+    first = load_ngram_split(data.train, 2, 1000, vocab, data.cache_folder)
+    cache = NgramCache(data.cache_folder, 2, 1000)
+    with np.load(cache.path("train.npz")) as stored:
+        arrays = dict(stored)
+    arrays["ids"][5] = vocab + 1000 + 7                     # a row past the table
+    with open(cache.path("train.npz"), "wb") as handle:
+        np.savez(handle, **arrays)
+    cache.seal("train.npz")
+    again = load_ngram_split(data.train, 2, 1000, vocab, data.cache_folder)
+    expected = ngram_split(data.train, 2, 1000, vocab)
+    assert np.array_equal(again.ids, expected.ids) and np.array_equal(first.ids, expected.ids)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_takes_only_ascii_gets_escapes_not_tracebacks(real_run, tmp_path, encoding):
+    """Also found by issue 22: PYTHONIOENCODING=ascii gave UnicodeEncodeError tracebacks for
+    every subword, review or file name outside ASCII (prepare's first subwords too, once a
+    vocabulary holds one)."""
+    review = tmp_path / "critique_été.txt"
+    review.write_text("un film très réussi ☺", encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    for argv in (["predict", "--run", real_run, "café ☺ great", "--file", review],
+                 ["neighbors", "--run", real_run, "café", "-k", "8000"],
+                 ["grads", "--run", real_run, "--text", "café ☺", "--no-keras"]):
+        done = subprocess.run([sys.executable, "-m", "npembed.cli", *map(str, argv)], env=env, cwd=ROOT,
+                              capture_output=True, text=True, encoding=encoding, errors="replace", timeout=300)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "caf\\xe9" in subprocess.run([sys.executable, "-m", "npembed.cli", "predict", "--run", str(real_run),
+                                         "café"], env={**env, "PYTHONIOENCODING": "ascii"}, cwd=ROOT,
+                                        capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and sparse files are POSIX")
+def test_data_and_vocab_that_are_not_regular_files_are_refused_at_once(tmp_path, capsys):
+    """Found by the second pass: `--data FIFO` blocked for ever reading its magic bytes;
+    `--vocab /dev/zero` (or a folder, a FIFO) was said not to exist; a 3 GB sparse `--vocab`
+    was read whole (57 s) after the reviews were read."""
+    fifo = tmp_path / "fifo.subwords"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.subwords").mkdir()
+    sparse = tmp_path / "sparse.subwords"
+    with open(sparse, "wb") as handle:
+        handle.truncate(3 << 30)
+    done = subprocess.run([sys.executable, "-m", "npembed.cli", "prepare", "--data", str(fifo), "--cache-dir",
+                           str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == errors.DATA and "is not a regular file or a folder" in done.stderr
+    for vocab in ("/dev/zero", fifo, tmp_path / "folder.subwords"):
+        code, err = run_cli(capsys, "prepare", "--vocab", vocab, "--cache-dir", tmp_path / "cache")
+        assert code == errors.DATA and f"--vocab {vocab} is not a regular file" in err, err
+    code, err = run_cli(capsys, "prepare", "--vocab", sparse, "--cache-dir", tmp_path / "cache")
+    assert code == errors.DATA and "holds more than 64 MiB: not a vocabulary file" in err
+    assert not (tmp_path / "cache").exists()                # refused before any work
+
+
+def test_a_huge_vocabulary_in_a_run_folder_is_damaged_not_read(damaged, capsys):
+    with open(damaged / "vocab.subwords", "r+b") as handle:
+        handle.truncate(3 << 30)
+    code, err = run_cli(capsys, "predict", "--run", damaged, "good")
+    assert code == errors.RUN and "vocab.subwords is damaged" in err and "64 MiB" in err
+
+
+def test_an_out_name_over_255_bytes_is_a_message(tmp_path, capsys):
+    """`train --out <256 bytes>` ended in two tracebacks (is_dir and is_file raise ENAMETOOLONG)."""
+    out = tmp_path / ("L" * 256)
+    code, err = run_cli(capsys, "train", "--out", out, "--epochs", "1")
+    assert code == errors.FILESYSTEM and "File name too long" in err and "--resume" not in err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs are POSIX")
+def test_reviews_that_cannot_be_reviews_are_refused_not_read(tmp_path):
+    """An archive member or folder file of gigabytes (a gzip bomb decompresses to them) was read
+    whole into memory; a FIFO named like a review blocked `prepare` for ever."""
+    from conftest import make_aclimdb_archive, tiny_corpus
+    from npembed.datasets import load_imdb_subwords8k
+    from npembed.datasets.sources import DataError
+    corpus = tiny_corpus()
+    corpus["train/pos/99_9.txt"] = b"good " * (1 << 19)                    # 2.5 MB
+    bomb = make_aclimdb_archive(tmp_path / "bomb.tar.gz", corpus)
+    with pytest.raises(DataError, match="99_9.txt holds 2,621,440 bytes, not a review"):
+        load_imdb_subwords8k(bomb, cache_dir=tmp_path / "cache", progress=False)
+    folder = tmp_path / "aclImdb"
+    for name, text in tiny_corpus().items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(text)
+    os.mkfifo(folder / "test" / "neg" / "98_1.txt")
+    done = subprocess.run([sys.executable, "-m", "npembed.cli", "prepare", "--data", str(folder), "--cache-dir",
+                           str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == errors.DATA and "98_1.txt is not a regular file" in done.stderr

@@ -16,7 +16,8 @@ import pytest
 from npembed import cli
 from npembed.export import nearest_neighbors, read_tsv_lines
 from npembed.loop import Callback
-from npembed.training import RunError, TrainConfig, load_run, train
+from npembed.errors import RunFolderError
+from npembed.training import TrainConfig, load_run, train
 
 QUICK = dict(epochs=3, steps_per_epoch=40, validation_steps=5)
 
@@ -85,7 +86,7 @@ def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(imdb, finished_run
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(imdb, tmp_path):
     out = tmp_path / "diverged"
-    with pytest.raises(RunError, match="training diverged: the loss is nan.*checkpoint of the last good epoch"):
+    with pytest.raises(RunFolderError, match="training diverged: the loss is nan.*checkpoint of the last good epoch"):
         train(TrainConfig(**QUICK), out, data=imdb, progress=False, extra_callbacks=[PoisonAt(1, 10)])
     state = np.load(out / "checkpoint.npz")
     assert np.all(np.isfinite(state["weight_1"]))
@@ -222,3 +223,110 @@ def test_cli_grads_on_a_real_review(imdb, capsys, monkeypatch):
             assert len(set(pairs)) == len(pairs) and all(float(p.split("/")[0]) != 0 for p in pairs)
     assert cli.main(["grads", "--text", "A wonderful film.", "--label", "1", "--no-keras"]) == 0
     assert "the text 'A wonderful film.' (label 1)" in capsys.readouterr().out
+
+
+def test_train_refuses_option_names_it_does_not_know(imdb, finished_run, tmp_path):
+    """The Python API: an unknown option name (a typo) is refused, new run or resume, not ignored."""
+    from npembed.errors import UsageError
+    with pytest.raises(UsageError, match="'epoch' is not an option of npembed train"):
+        train({"epoch": 3}, tmp_path / "new", data=imdb, progress=False)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(UsageError, match="--buckets is an option of --model ngrams"):
+        train({"model": "tutorial", "buckets": 10}, tmp_path / "new", data=imdb, progress=False)
+    with pytest.raises(UsageError, match="'epoch' is not an option"):
+        train({"epoch": 5}, finished_run, data=imdb, resume=True, progress=False)
+
+
+def test_a_run_folder_from_before_model_is_read_as_its_model(finished_run, tmp_path):
+    """config.json written before --model (the model chosen by `ngrams`) is read as the model it
+    describes; one trained with --nb-init / --nb-rates, which left the product, is refused by name."""
+    from npembed.errors import RunFolderError
+    old = tmp_path / "old"
+    shutil.copytree(finished_run, old)
+    document = json.loads((old / "config.json").read_text())
+    assert document.pop("model") == "tutorial" and document.pop("model_options") == {}
+    document.update(ngrams=0, buckets=2_000_000, validation_reviews=2500, nb_init=False, nb_rates=False,
+                    adam_variant="textbook")
+    (old / "config.json").write_text(json.dumps(document))
+    model, config, _ = load_run(old)
+    assert (config.model, config.adam_variant, config.epochs) == ("tutorial", "keras2", 3)
+    with np.load(finished_run / "weights.npz") as kept:
+        np.testing.assert_array_equal(model.weights[0], kept["embedding__embeddings"])
+    document.update(ngrams=2, nb_rates=True)
+    (old / "config.json").write_text(json.dumps(document))
+    with pytest.raises(RunFolderError, match="format before --model.*--nb-rates"):
+        load_run(old)
+    document = json.loads((finished_run / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**document, "model": "transformer"}))
+    with pytest.raises(RunFolderError, match="a run of --model transformer, which this npembed does not have"):
+        load_run(old)
+
+
+def test_resuming_under_the_other_kernel_backend_says_so(imdb, tmp_path, capsys):
+    """Issue 22 item 9: the checkpoint records its kernel backend; a resume under the other one
+    says in one line that the result will not be bit-identical."""
+    from npembed import kernels
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**QUICK), out, data=imdb, progress=False, extra_callbacks=[InterruptAt(1, 5)])
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        arrays = {key: checkpoint[key] for key in checkpoint.files}
+    document = json.loads(arrays["state_json"].tobytes())
+    assert document["kernels"] == kernels.backend()
+    other = "numpy" if kernels.backend() == "native" else "native"
+    document["kernels"] = other
+    arrays["state_json"] = np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
+    np.savez(out / "checkpoint.npz", **arrays)
+    train(None, out, data=imdb, resume=True, progress=True)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "bit-identical" in line]
+    assert len(notes) == 1 and f"with the {other} kernels" in notes[0]
+
+
+def test_train_help_shows_the_models_and_no_experiments(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "--model {tutorial,ngrams}" in text and "--model ngrams:" in text and "--buckets" in text
+    assert "--nb-init" not in text and "--nb-rates" not in text
+
+
+def test_vocabulary_search_prints_one_progress_line(capsys, monkeypatch):
+    """The 16 candidates of the min_count search share one line, rewritten in place on a
+    terminal, and print nothing into a log; the next message starts on a line of its own."""
+    from npembed.datasets.imdb import _Reporter
+    say = _Reporter(True)
+    for quiet in (True, False):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: not quiet)
+        for candidate in range(16):
+            say.detail(f"min_count={candidate}: vocab_size={8000 + candidate}")
+        say("vocabulary built")
+        err = capsys.readouterr().err
+        assert err.count("\n") == (1 if quiet else 2) and err.endswith("\nnpembed: vocabulary built\n"[quiet:])
+        assert err.count("min_count=") == (0 if quiet else 16) and err.count("\r") == (0 if quiet else 16)
+
+
+def test_the_epoch_line_never_shows_a_total_below_its_training_time(monkeypatch, capsys):
+    from npembed import training
+    bar = training._ProgressBar(steps=10, epochs=10)
+    bar.bar, bar.start, bar.trained = None, 100.0, 100.706      # epoch start, its last step
+    monkeypatch.setattr(training.time, "perf_counter", lambda: 100.7062)     # the epoch's end
+    bar.on_epoch_end(0, {"loss": 0.5})
+    line = capsys.readouterr().out
+    total, training_seconds = float(line.split(" - ")[1].split("s")[0]), float(line.split("training ")[1].split("s")[0])
+    assert training_seconds <= total, line
+
+
+def test_an_interrupted_start_does_not_advise_resuming_a_run_that_is_not_there(tmp_path, capsys, monkeypatch):
+    """Issue 22 item 8: stopped before config.json was written (the start is undone), train
+    says to run the same command again; once the run exists, it says --resume."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "train", interrupted)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "No run was started" in err and "--resume" not in err
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    assert cli.main(["train", "--out", str(out)]) == 130
+    assert f"`npembed train --out {out} --resume`" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import sys
 from typing import Any, Callable
 
 PR_SET_PDEATHSIG = 1
+_ENDING_SIGNALS = {s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s}
 
 
 class Background:
@@ -26,7 +27,13 @@ class Background:
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=_child, args=(send, os.getpid(), fn, args), daemon=True)
-        self._process.start()
+        # The child starts with these signals blocked, so that none lands before it has reset
+        # their handlers (_child); here a signal that came meanwhile is handled on unblocking.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _ENDING_SIGNALS)
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         send.close()                          # the child holds the only writing end: EOF if it dies
 
     def result(self) -> Any:
@@ -62,13 +69,23 @@ def start(fn: Callable, *args) -> Background | _Now:
 
 
 def _child(send, parent: int, fn: Callable, args: tuple) -> None:
+    # Ctrl-C reaches the whole process group, and the parent's exit sends SIGTERM to a daemonic
+    # child: the parent reports the interruption, the child just ends. With the handlers it
+    # inherited (KeyboardInterrupt, cli.Terminated) it would raise and multiprocessing would
+    # print "Process ForkProcess-1: Traceback ..." after the parent's message.
+    for signum in _ENDING_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _ENDING_SIGNALS)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:                # the parent died before the request was in place
         os._exit(1)
     try:
         value = ("ok", fn(*args))
-    except BaseException as err:              # the parent re-raises it
+    except Exception as err:                  # the parent re-raises it
         value = ("error", err)
-    send.send(value)
-    send.close()
+    try:
+        send.send(value)
+        send.close()
+    except OSError:                           # the parent stopped listening: it is ending
+        os._exit(1)

@@ -57,22 +57,46 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
     input_id = fingerprint(source)
     if vocab is not None:
         from npembed.cachedir import expand_path
-        vocab_path = expand_path(vocab, "--vocab")
-        if not vocab_path.is_file():
-            raise DataError(f"vocabulary file {vocab_path} does not exist")
-        if vocab_path.suffix != ".subwords":
-            raise DataError(f"--vocab {vocab_path}: a vocabulary file in tfds's format ends in "
-                            "'.subwords'; rename it")
-        vocab = vocab_path
-        input_id = hashlib.sha256((input_id + hashlib.sha256(vocab_path.read_bytes()).hexdigest()).encode()).hexdigest()
+        vocab = _checked_vocab_path(vocab)
+        input_id = hashlib.sha256((input_id + hashlib.sha256(vocab.read_bytes()).hexdigest()).encode()).hexdigest()
     cache = Cache(cache_dir, input_id)
     cached = {name: cache.load_split(name) for name in SPLITS}
     if cache.is_valid(VOCAB_FILE) and all(cached.values()):
-        encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
-        return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
+        return _from_cache(cache, cached, source)
 
     with cache.locked(on_wait=lambda holder: say(f"waiting for {holder}, which is writing the cache")):
         return _build(source, cache, vocab, say, workers)
+
+
+def _checked_vocab_path(vocab: str | os.PathLike) -> Path:
+    """``--vocab``'s path, refused unless it is a .subwords file that parses (at most
+    subwords.MAX_FILE_BYTES): before the reviews are read, not after."""
+    from npembed.cachedir import expand_path
+    path = expand_path(vocab, "--vocab")
+    if not path.exists():
+        raise DataError(f"vocabulary file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"--vocab {path} is not a regular file (a folder, device or pipe): pass a "
+                        ".subwords file")
+    if path.suffix != ".subwords":
+        raise DataError(f"--vocab {path}: a vocabulary file in tfds's format ends in '.subwords'; rename it")
+    try:
+        SubwordEncoder.load_from_file(path)
+    except (UnicodeDecodeError, ValueError, IndexError) as err:
+        raise DataError(f"--vocab {path} is not a readable vocabulary: {err}") from err
+    return path    # hashed below: parsed, so of at most MAX_FILE_BYTES
+
+
+def _from_cache(cache: Cache, cached: dict, source: DataSource) -> ImdbSubwords8k:
+    """The cached data, its splits checked for consistency with the vocabulary (cache.py)."""
+    try:
+        encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
+    except (UnicodeDecodeError, ValueError, IndexError) as err:
+        raise DataError(f"cache file {cache.path(VOCAB_FILE)} is not a readable vocabulary ({err}): "
+                        f"delete the folder {cache.folder} and run the command again to rebuild it") from None
+    for name in SPLITS:
+        cache.check_split(cached[name], encoder.vocab_size)
+    return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
 
 
 def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter",
@@ -81,8 +105,7 @@ def _build(source: DataSource, cache: Cache, vocab: Path | None, say: "_Reporter
     built it, so look again first)."""
     cached = {name: cache.load_split(name) for name in SPLITS}
     if cache.is_valid(VOCAB_FILE) and all(cached.values()):
-        encoder = SubwordEncoder.load_from_file(cache.path(VOCAB_FILE))
-        return ImdbSubwords8k(encoder, cached["train"], cached["test"], source, cache.folder)
+        return _from_cache(cache, cached, source)
     say(f"reading reviews from {source.describe()}")
     compiling = _build_native_meanwhile()
     reviews = read_reviews(source)
@@ -153,10 +176,16 @@ class _Reporter:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
+        self.open_line = False          # a detail line waits to be ended
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            print(f"npembed: {message}", file=sys.stderr, flush=True)
+            print(f"{chr(10) if self.open_line else ''}npembed: {message}", file=sys.stderr, flush=True)
+            self.open_line = False
 
     def detail(self, message: str) -> None:
-        self(f"  {message}")
+        """One progress line rewritten in place on a terminal (the vocabulary search's 16
+        candidates); nothing when stderr is not a terminal (the next message sums up)."""
+        if self.enabled and sys.stderr.isatty():
+            print(f"\rnpembed:   {message}\033[K", end="", file=sys.stderr, flush=True)
+            self.open_line = True

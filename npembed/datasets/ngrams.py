@@ -132,7 +132,7 @@ def load_ngram_split(split: EncodedSplit, n: int, buckets: int, vocab_size: int,
         return ngram_split(split, n, buckets, vocab_size)
     cache = NgramCache(data_folder, n, buckets)
     cached = cache.load_split(split.name)
-    if cached is not None and _matches(cached, split, n):
+    if cached is not None and _matches(cached, split, n, vocab_size + buckets):
         return cached
     built = ngram_split(split, n, buckets, vocab_size)
     with cache.locked():
@@ -140,8 +140,16 @@ def load_ngram_split(split: EncodedSplit, n: int, buckets: int, vocab_size: int,
     return built
 
 
-def _matches(cached: EncodedSplit, split: EncodedSplit, n: int) -> bool:
+def _matches(cached: EncodedSplit, split: EncodedSplit, n: int, rows: int) -> bool:
+    """Whether ``cached`` is the n-gram split of ``split``: its labels, its lengths, offsets
+    that cut all its ids, and ids that are rows of the table (an edited file whose checksum
+    was recomputed is rebuilt: out-of-range ids must never reach a kernel)."""
     if len(cached) != len(split) or not np.array_equal(cached.labels, split.labels):
+        return False
+    ids, offsets = cached.ids, cached.offsets
+    if ids.ndim != 1 or offsets.shape != split.offsets.shape or offsets[0] != 0 or offsets[-1] != ids.shape[0]:
+        return False
+    if ids.shape[0] and (ids.min() < 1 or ids.max() >= rows):
         return False
     lengths = split.lengths
     expected = sum(np.maximum(lengths - k + 1, 0) for k in range(1, n + 1))

@@ -24,6 +24,7 @@ SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
 ENV_VAR = "NPEMBED_DATA"
 TFDS_NAME = "tfds"
+MAX_REVIEW_BYTES = 1 << 20      # an aclImdb review is at most 14 kB; a bigger file is not one
 _MEMBER_RE = re.compile(r"^(?:\./)?(aclImdb/(train|test)/(neg|pos)/[^/]+\.txt)$")
 
 
@@ -83,6 +84,9 @@ def resolve_source(data: str | os.PathLike | None = None) -> DataSource:
             raise DataError(f"folder {path} is not in the aclImdb layout: missing "
                             f"{', '.join(missing)} (expected aclImdb/{{train,test}}/{{pos,neg}}/*.txt)")
         return DataSource("folder", path)
+    if not path.is_file():                  # a pipe would block the read below for ever
+        raise DataError(f"data path {path} is not a regular file or a folder (a device, pipe or "
+                        "socket): pass an aclImdb .tar.gz archive, an extracted aclImdb/ folder, or 'tfds'")
     with open(path, "rb") as handle:
         magic = handle.read(2)
     if magic != b"\x1f\x8b":
@@ -103,7 +107,7 @@ def fingerprint(source: DataSource) -> str:
             for category in LABELS:
                 for file in sorted((source.path / split / category).glob("*.txt")):
                     digest.update(f"{split}/{category}/{file.name}\0".encode())
-                    digest.update(file.read_bytes())
+                    digest.update(_review_file(file))
     else:
         raise DataError("tfds data has no file fingerprint")
     return digest.hexdigest()
@@ -140,6 +144,9 @@ def _read_archive(path: Path) -> Iterator[tuple[str, Review]]:
                 if not match or not member.isfile():
                     continue
                 key, split, category = match.groups()
+                if member.size > MAX_REVIEW_BYTES:
+                    raise DataError(f"{path}: {key} holds {member.size:,} bytes, not a review (an "
+                                    "aclImdb review is under 14 kB): pass the aclImdb archive")
                 yield split, _review(key, category, tar.extractfile(member).read())
     except (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise DataError(f"cannot read archive {path}: {err}. The file is truncated or corrupt: "
@@ -151,7 +158,18 @@ def _read_folder(path: Path) -> Iterator[tuple[str, Review]]:
         for category in LABELS:
             for file in sorted((path / split / category).glob("*.txt")):
                 key = f"aclImdb/{split}/{category}/{file.name}"
-                yield split, _review(key, category, file.read_bytes())
+                yield split, _review(key, category, _review_file(file))
+
+
+def _review_file(file: Path) -> bytes:
+    """The bytes of a review file of an extracted folder, refused if it is no regular file
+    (a FIFO would block the read for ever) or too big to be a review."""
+    if not file.is_file():
+        raise DataError(f"{file} is not a regular file: an aclImdb review is a .txt file")
+    if file.stat().st_size > MAX_REVIEW_BYTES:
+        raise DataError(f"{file} holds {file.stat().st_size:,} bytes, not a review (an aclImdb "
+                        "review is under 14 kB): remove it or restore the folder")
+    return file.read_bytes()
 
 
 def _review(key: str, category: str, raw: bytes) -> Review:

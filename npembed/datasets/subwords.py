@@ -22,6 +22,7 @@ from npembed.atomic import atomic_write_bytes
 NUM_BYTES = 2 ** 8
 UNDERSCORE_REPLACEMENT = "\\&undsc"
 _ALL_REGEX = re.compile(r"(\W+)", flags=re.UNICODE)
+MAX_FILE_BYTES = 64 << 20           # a subwords8k file is about 70 kB
 _FILE_HEADER = "### SubwordTextEncoder"
 _METADATA_PREFIX = "### Metadata: "
 
@@ -150,7 +151,9 @@ class SubwordEncoder:
         if not path.endswith(".subwords"):
             path += ".subwords"
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:       # a device or a huge file: never read it all
+            raise ValueError(f"{path} holds more than {MAX_FILE_BYTES >> 20} MiB: not a vocabulary file")
         # tfds splits on b"\n" only: two subwords contain U+0085, which str.splitlines breaks on.
         lines = [line.decode("utf-8") for line in raw.split(b"\n")]
         if lines and lines[-1] == "":

@@ -27,7 +27,7 @@ for output (the same subwords in the same order, the same ids).  What makes it f
    at once (one round per segment of the longest token).
 
 Tokens and ids (``tokenize``, ``encode_tokenized``, ``encode_texts``): where the native module
-builds (``npembed/native.c``, the kernels' C backend), C cuts all the texts into tfds's prepared
+builds (``npembed/csrc/tokenizer.c``, compiled with the kernels' C backend), C cuts all the texts into tfds's prepared
 tokens in one pass over their UTF-8 bytes, numbering the distinct tokens with a hash table; whether
 a character is a word character (``\\w``) comes from a table that Python's own ``re`` fills for
 the code points present.  C then splits each distinct token into subword ids (the reference's
