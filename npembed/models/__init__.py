@@ -49,9 +49,9 @@ import numpy as np
 
 from npembed.datasets.batching import EncodedSplit
 from npembed.errors import UsageError
-from npembed.models import ngrams, tutorial
+from npembed.models import ngrams, rnn, rnn_stacked, tutorial
 
-MODELS: dict[str, ModuleType] = {module.NAME: module for module in (tutorial, ngrams)}
+MODELS: dict[str, ModuleType] = {module.NAME: module for module in (tutorial, ngrams, rnn, rnn_stacked)}
 
 
 def model_module(name: str) -> ModuleType:
