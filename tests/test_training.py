@@ -286,7 +286,8 @@ def test_train_help_shows_the_models_and_no_experiments(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     text = capsys.readouterr().out
-    assert "--model {tutorial,ngrams}" in text and "--model ngrams:" in text and "--buckets" in text
+    assert "--model {tutorial,ngrams,rnn,rnn-stacked}" in text and "--model ngrams:" in text and "--buckets" in text
+    assert "--model rnn:" in text and "--lstm-units" in text
     assert "--nb-init" not in text and "--nb-rates" not in text
 
 
