@@ -199,11 +199,10 @@ def forward_steps(gates, recurrent, offsets):
         z = gates[:, begin:end]
         if j:
             z += np.matmul(states[:, prev], recurrent)
+        np.tanh(z, out=z)                       # tanh(z/2) on the sigmoid gates, tanh(z) on g
         sig = z[..., :3 * units]
-        np.tanh(sig, out=sig)
         sig *= 0.5
         sig += 0.5
-        np.tanh(z[..., 3 * units:], out=z[..., 3 * units:])
         c = cells[:, begin:end]
         np.multiply(z[..., units:2 * units], cells[:, prev], out=c)
         c += z[..., :units] * z[..., 3 * units:]
