@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import resource
 import time
 
 import numpy as np
@@ -70,3 +71,16 @@ def memory_floor(vocab_size: int, dim: int, hidden: int, tokens_per_step: float)
     return {"parameters": params, "bytes_per_step": adam_bytes + lookup_bytes,
             "copy_bandwidth_gb_s": bandwidth / 1e9,
             "floor_ms_per_step": 1000 * (adam_bytes + lookup_bytes) / bandwidth}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM).  Not ``getrusage``'s ru_maxrss, which Linux
+    carries across fork + exec and would report the parent's size for a small child."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

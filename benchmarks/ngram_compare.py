@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import peak_rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 # --optimizer sgd (fastText's per-review step): the rate chosen on the validation split
 # (benchmarks/results/ngram_search.jsonl: lr 1.0 over 5 epochs ranked first of the per-review runs)
@@ -50,12 +52,6 @@ ADAM_OPTIONS = {"ngrams": 3, "optimizer": "adam", "learning_rate": 0.01}     # s
 FASTTEXT = dict(wordNgrams=2, dim=16, bucket=2_000_000, lr=0.25, loss="softmax", minCount=1, verbose=0)
 
 
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # ------------------------------------------------------------------ inputs for fastText

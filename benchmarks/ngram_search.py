@@ -1,6 +1,6 @@
 """The n-gram model's hyperparameter search, on the validation split only (never the test set).
 
-    python -m benchmarks.ngram_search [--out benchmarks/results/ngram_search.jsonl] [--quick]
+    python -m benchmarks.ngram_search [--out benchmarks/results/ngram_search.jsonl] [--max-epochs 6] [--grid JSON]
 
 Each configuration trains ``Embedding(V + buckets, dim, mask_zero=True) -> average -> Dense(1)``
 (plus ``Dense(hidden, relu)`` when hidden > 0) with lazy Adam (or ``"optimizer": "sgd"``:

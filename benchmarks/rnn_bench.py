@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.machine import peak_rss_mb
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,15 +172,9 @@ def worker(spec: dict) -> dict:
         seconds.append(time.perf_counter() - start)
     steps = [ids.shape[1] for ids, _ in batches[1:]]
     return {"batch_seconds": seconds, "padded_steps": steps,
-            "ms_per_padded_step": 1000 * sum(seconds) / sum(steps), "peak_rss_mb": _peak_rss_mb()}
+            "ms_per_padded_step": 1000 * sum(seconds) / sum(steps), "peak_rss_mb": peak_rss_mb()}
 
 
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # --------------------------------------------------------------------------- the driver

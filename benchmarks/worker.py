@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
@@ -18,6 +17,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks.machine import peak_rss_mb  # noqa: E402
 from benchmarks.workload import load_workload, synthetic_batches  # noqa: E402
 
 
@@ -296,17 +296,6 @@ def task_sweep(spec, vocab_size, _train, _test) -> dict:
     return {"points": results}
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM).  Not ``getrusage``'s ru_maxrss, which Linux
-    carries across fork + exec and would report the parent's size for a small child."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

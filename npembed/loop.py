@@ -3,8 +3,8 @@
 Per epoch, as Keras reports it: ``loss`` is the batch-size-weighted mean of the batch losses
 (each taken before that batch's step), each metric is accumulated over the epoch, and with
 ``validation_data`` the model is evaluated on the first ``validation_steps`` batches of a fresh
-pass (``val_`` keys).  The step itself is ``Sequential.train_step``; nothing here touches a
-weight.
+pass (``val_`` keys).  The step itself is ``Sequential.train_step``, or the ``step`` given to
+``fit`` (``per_review.train_step``: one step per review); nothing here touches a weight.
 """
 from __future__ import annotations
 

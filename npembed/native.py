@@ -445,7 +445,7 @@ def pooled_lazy_adam(weight, m, v, ids, mask, row_gradient, alpha, c1, c2, eps) 
 def review_sgd(ids, mask, labels, table, kernel, bias, rate):
     """(logits (B,), losses (B,)) before each review's step; fastText's per-review SGD on
     Embedding -> masked average -> Dense(1) in place (table (V, D), kernel (D,), bias (1,),
-    float32); twin of ``per_review.review_sgd_reference``.  IndexError for an id outside the
+    float32); twin of ``kernels.review_sgd_reference``.  IndexError for an id outside the
     table, ValueError for a review with no token, both before anything moves."""
     ids, logits, losses, shape = _review_batch(ids, mask, labels, table, kernel, bias)
     load().review_steps_sgd(ids[0], ids[1], ids[2], table, kernel, bias, logits, losses, *shape, float(rate))
@@ -456,7 +456,7 @@ def review_adagrad(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias
     """(logits (B,), losses (B,)) before each review's step; row-wise Adagrad one review at a time
     on Embedding -> masked average -> Dense(1), in place (table (V, D) and its table_acc (V,),
     kernel and kernel_acc (D,), bias and bias_acc (1,), all float32); twin of
-    ``per_review.review_adagrad_reference``.  Refuses bad input before anything moves."""
+    ``kernels.review_adagrad_reference``.  Refuses bad input before anything moves."""
     ids, logits, losses, shape = _review_batch(ids, mask, labels, table, kernel, bias)
     _same_shapes(kernel, kernel_acc)
     _same_shapes(bias, bias_acc)

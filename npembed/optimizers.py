@@ -143,6 +143,16 @@ def _iterations(owner: str, state: Mapping) -> int:
     return int(steps)
 
 
+def _check_same_schedule(owner: str, saved_decay_steps, decay_steps) -> None:
+    """ValueError unless a saved linear-decay schedule is this optimizer's: a rate that decayed
+    towards 0 over N steps cannot go on as if it had decayed over M."""
+    if saved_decay_steps != decay_steps:
+        raise ValueError(f"its {owner} rate decays linearly to 0 over {saved_decay_steps} steps, this "
+                         f"run's over {decay_steps}: a decaying schedule cannot be stretched without "
+                         "giving a different result than a run planned for the new length. Resume "
+                         "with the run's own --epochs, or start a new run with the --epochs you want")
+
+
 def _state_arrays(owner: str, state: Mapping, prefix: str, like: Sequence[tuple], what: str) -> list[np.ndarray]:
     """``state[prefix + str(i)]`` for each (shape, dtype) in ``like``, checked: present, that
     shape and dtype, finite; ValueError naming the key otherwise."""
@@ -360,12 +370,8 @@ class SGD:
         extra = sorted(set(state) - {"iterations", "decay_steps"})
         if extra:
             raise ValueError(f"SGD keeps only its step count and schedule; this state also holds {extra}")
-        iterations, decay = _iterations("SGD", state), state.get("decay_steps")
-        if decay != self.decay_steps:
-            raise ValueError(f"its SGD rate decays linearly to 0 over {decay} steps, this run's over "
-                             f"{self.decay_steps}: a decaying schedule cannot be stretched without "
-                             "giving a different result than a run planned for the new length. Resume "
-                             "with the run's own --epochs, or start a new run with the --epochs you want")
+        iterations = _iterations("SGD", state)
+        _check_same_schedule("SGD", state.get("decay_steps"), self.decay_steps)
         self.iterations = iterations
 
 
@@ -473,14 +479,15 @@ class RowwiseAdagrad:
         return result
 
     def state(self) -> dict:
-        """The step count and the accumulators (copies)."""
-        return {"iterations": self.iterations,
+        """The step count, the schedule it belongs to (``decay_steps``) and the accumulators (copies)."""
+        return {"iterations": self.iterations, "decay_steps": self.decay_steps,
                 **{f"a_{index}": a.copy() for index, a in enumerate(self.accumulators)}}
 
     def load_state(self, state: Mapping, weights: Sequence[np.ndarray] | None = None) -> None:
         """Take back :meth:`state`, checked first (``accumulator_shapes(weights)`` when given,
         finite, >= 0); ValueError and nothing changed when it does not fit."""
         iterations = _iterations("RowwiseAdagrad", state)
+        _check_same_schedule("RowwiseAdagrad", state.get("decay_steps"), self.decay_steps)
         count = sum(key.startswith("a_") for key in state)
         if count == 0 and iterations == 0:
             self.iterations, self.accumulators = 0, []

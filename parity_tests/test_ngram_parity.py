@@ -1,4 +1,4 @@
-"""The n-gram model (``npembed train --ngrams``) against its Keras twin, in both Kerases.
+"""The n-gram model (``npembed train --model ngrams``) against its Keras twin, in both Kerases.
 
 The twin is ``Embedding(V + buckets, D, mask_zero=True) -> GlobalAveragePooling1D -> Dense(1)``
 (and the hidden layer when asked), given npembed's weights; both see the same real reviews with

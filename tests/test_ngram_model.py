@@ -57,8 +57,9 @@ def test_fused_and_layer_by_layer_agree_on_ngram_ids(kernel_backend):
 
 
 def test_one_lazy_adam_step_is_the_derived_update(kernel_backend):
-    """docs/gradients.md (the n-gram model): rows in the batch take Adam's first step,
-    w - lr * g / (|g| + eps * sqrt(1 - beta_2)) with the bias corrections; all others stay."""
+    """docs/gradients_appendix.md section 4 (the n-gram model): rows in the batch take Adam's
+    first step, w - lr * g / (|g| + eps * sqrt(1 - beta_2)) with the bias corrections; all
+    others stay."""
     ids, labels = ngram_batch()
     model = ngram_model()
     model.compile(optimizer=npembed.optimizers.Adam(learning_rate=0.01, variant="lazy"))

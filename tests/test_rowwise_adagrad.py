@@ -242,3 +242,19 @@ def test_each_optimizer_gets_the_rate_its_search_chose():
     assert (hidden.optimizer, hidden.learning_rate) == ("adam", 0.01)
     hidden.validate()
     assert TrainConfig.for_model("ngrams", optimizer="adam", learning_rate=0.3).learning_rate == 0.3
+
+
+def test_a_state_of_another_decay_schedule_is_refused():
+    """A decaying Adagrad rate resumed under another decay_steps would mix two schedules (issue
+    22 item 2, as for SGD): its state records the schedule and load_state refuses another."""
+    m = model("float32", lr=0.4, decay_steps=4)
+    train_step(m, *batch())
+    state = m.optimizer.state()
+    assert state["decay_steps"] == 4
+    longer = RowwiseAdagrad(0.4, decay_steps=8)
+    with pytest.raises(ValueError, match="decays linearly to 0 over 4 steps, this run's over 8"):
+        longer.load_state(state, m.weights)
+    assert longer.iterations == 0 and longer.accumulators == []
+    same = RowwiseAdagrad(0.4, decay_steps=4)
+    same.load_state(state, m.weights)
+    assert same.iterations == 1

@@ -17,7 +17,6 @@ from npembed import kernels
 from npembed.gradcheck import numerical_gradient
 from npembed.layers import GlobalAveragePooling1D
 from npembed.optimizers import SGD
-from npembed import per_review
 from npembed.per_review import reference_steps, train_step
 from npembed.sparse import PooledSlices
 

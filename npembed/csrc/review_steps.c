@@ -1,6 +1,7 @@
 /* The model Embedding(mask) -> average -> Dense(1) with sigmoid cross-entropy, trained as
- * fastText trains it: one step per review, in order, at rate lr (docs/gradients.md, sections 9
- * and 11; per_review.review_sgd_reference / review_adagrad_reference are the definitions).
+ * fastText trains it: one step per review, in order, at rate lr (docs/gradients_appendix.md,
+ * sections 5 and 6; per_review.reference_steps is the definition, kernels.review_sgd_reference /
+ * review_adagrad_reference the NumPy twins).
  * Review b, its n masked-in positions t, label y, c_r of its positions holding row r:
  *     h = (1/n) sum_t E[ids[b, t]]    (double, rounded once)       z = h . k + c
  *     loss_b = max(z, 0) - z y + log1p(exp(-|z|))                   e = sigmoid(z) - y

@@ -56,7 +56,6 @@ def load_imdb_subwords8k(data: str | os.PathLike | None = None, cache_dir: str |
     say = _Reporter(progress)
     input_id = fingerprint(source)
     if vocab is not None:
-        from npembed.cachedir import expand_path
         vocab = _checked_vocab_path(vocab)
         input_id = hashlib.sha256((input_id + hashlib.sha256(vocab.read_bytes()).hexdigest()).encode()).hexdigest()
     cache = Cache(cache_dir, input_id)
