@@ -199,8 +199,18 @@ def cmd_predict(args) -> None:
     model, config, encoder = load_run(args.run)
     for label, text in texts:
         ids = text_inputs(config, encoder, text)
-        logit = float(model(ids)[0, 0])
-        print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {label}")
+        _print_prediction(model, ids, label)
+        if args.pad:                    # the RNN tutorial's sample_predict(text, pad=True)
+            padded = np.zeros((1, max(args.pad, ids.shape[1])), dtype=ids.dtype)
+            padded[:, :ids.shape[1]] = ids
+            added = padded.shape[1] - ids.shape[1]
+            _print_prediction(model, padded, f"{label} (+{added} padding ids: {padded.shape[1]} positions)")
+
+
+def _print_prediction(model, ids: np.ndarray, label: str) -> None:
+    """One line: the probability of 'positive', the class, and what was predicted."""
+    logit = float(model(ids)[0, 0])
+    print(f"{float(sigmoid(np.array(logit))):8.4f}  {'positive' if logit > 0 else 'negative'}  {label}")
 
 
 MAX_REVIEW_BYTES = 16 << 20     # all reviews of one `predict` together; an IMDB review is under 14 kB
@@ -431,6 +441,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("texts", nargs="*", metavar="TEXT", help="a review; '-' reads one from standard input")
     sub.add_argument("--file", action="append", type=path_arg, metavar="PATH", help="a review in a UTF-8 text file "
                      "(repeatable; for reviews too long for the command line)")
+    sub.add_argument("--pad", type=positive_int, metavar="N",
+                     help="also predict each review zero-padded to N positions (the RNN tutorial's "
+                          "pad=True): without a mask the padding changes the prediction")
     sub.add_argument("--run", default="runs/tutorial", type=path_arg)
 
     sub = command("neighbors", cmd_neighbors, "nearest subwords to WORD by cosine similarity")

@@ -4,6 +4,7 @@ clear message naming the file or option, and an exit code of its kind."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -686,3 +687,17 @@ def test_reviews_that_cannot_be_reviews_are_refused_not_read(tmp_path):
     done = subprocess.run([sys.executable, "-m", "npembed.cli", "prepare", "--data", str(folder), "--cache-dir",
                            str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == errors.DATA and "98_1.txt is not a regular file" in done.stderr
+
+
+def test_predict_pad_shows_what_padding_does_without_a_mask(real_run, capsys):
+    """The RNN tutorial's sample_predict(pad=True): an unmasked model's average includes the
+    padding, so the padded review gets another probability; a review already as long as N gets
+    no padding and the same one."""
+    assert cli.main(["predict", "--run", str(real_run), "--pad", "64", "a wonderful, moving film"]) == 0
+    plain, padded = capsys.readouterr().out.splitlines()
+    added = re.search(r"\(\+(\d+) padding ids: 64 positions\)$", padded)
+    assert added and 0 < int(added.group(1)) < 64
+    assert plain.split()[0] != padded.split()[0]
+    assert cli.main(["predict", "--run", str(real_run), "--pad", "1", "a wonderful, moving film"]) == 0
+    plain, padded = capsys.readouterr().out.splitlines()
+    assert "(+0 padding ids" in padded and plain.split()[0] == padded.split()[0]
