@@ -4,9 +4,9 @@ One ``.npz`` per checkpoint (format 2): the weights ``weight_i`` (Keras order); 
 ``state()`` as it returns it (its arrays under their own keys, Adam's ``m_i``/``v_i``, row-wise
 Adagrad's ``a_i``; its numbers in the JSON document, with the optimizer's class and the list of
 its array keys); and a JSON document with the epoch reached, the history so far, the kernel
-backend that wrote it, and any callback state (early stopping's best weights live in arrays
-``extra_*`` beside it).  The batches' order needs no
-saved RNG state: epoch e's order is a pure function of (seed, e) (datasets.batching.Batches).
+backend that wrote it, the layers' own state (``Layer.state()``: a Dropout's draw count) and any
+callback state (early stopping's best weights live in arrays ``extra_*`` beside it).  The
+batches' order needs no saved RNG state: epoch e's order is a pure function of (seed, e) (datasets.batching.Batches).
 
 Loading checks everything before the model is touched: the file reads as an ``.npz`` of plain
 arrays, the keys are there, each weight and moment has the model's shape and dtype and is
@@ -17,6 +17,7 @@ own state) is refused by name, never read by guessing.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -51,7 +52,8 @@ def save_checkpoint(path: str | os.PathLike, model, state: dict, extra_arrays: d
     document = {"format": FORMAT, "iterations": optimizer.iterations if optimizer else 0,
                 "weight_names": model.weight_names, "kernels": kernels.backend(),
                 "optimizer": type(optimizer).__name__ if optimizer is not None else None,
-                "optimizer_numbers": numbers, "optimizer_arrays": sorted(optimizer_arrays), **state}
+                "optimizer_numbers": numbers, "optimizer_arrays": sorted(optimizer_arrays),
+                "layer_state": {layer.name: layer.state() for layer in model.layers if layer.state()}, **state}
     arrays["state_json"] = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
     atomic_save_npz(path, **arrays)
 
@@ -118,9 +120,12 @@ def load_checkpoint(path: str | os.PathLike, model) -> tuple[dict, dict]:
     if model.optimizer is None and document.get("optimizer") is not None:
         raise CheckpointError(f"{path} holds the state of {document['optimizer']} too: compile the model "
                               "with that optimizer before loading it (or load weights.npz for the weights alone)")
+    layer_states = _checked_layer_states(path, document, model)
     if model.optimizer is not None:
         _load_optimizer_state(path, arrays, document, model)
     model.set_weights(weights)
+    for layer in model.layers:
+        layer.load_state(layer_states.get(layer.name, {}))
     extra = {key[len("extra_"):]: value for key, value in arrays.items() if key.startswith("extra_")}
     return document, extra
 
@@ -148,6 +153,22 @@ def _load_optimizer_state(path, arrays: dict, document: dict, model) -> None:
         optimizer.load_state(state, model.weights)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: {err}") from err
+
+
+def _checked_layer_states(path, document: dict, model) -> dict:
+    """The layers' own state (a Dropout's draw count), each checked by its layer on a copy
+    before any layer takes it; CheckpointError naming the file otherwise."""
+    states = document.get("layer_state", {})
+    layers = {layer.name: layer for layer in model.layers}
+    if not isinstance(states, dict) or set(states) - set(layers):
+        raise CheckpointError(f"{path}: its layer state {states!r} does not fit this model's layers "
+                              f"{sorted(layers)}: it is damaged or was written for another model")
+    for name, layer in layers.items():
+        try:
+            copy.copy(layer).load_state(states.get(name, {}))      # a trial: the layer itself waits
+        except (ValueError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{path}: {err}") from err
+    return states
 
 
 def _check_progress(path, document: dict) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from npembed import initializers, kernels
-from npembed.checks import check_no_empty_rows, check_token_ids
+from npembed.checks import check_no_empty_rows, check_token_ids, is_integer
 from npembed.sparse import IndexedSlices, PooledSlices
 
 
@@ -61,6 +61,16 @@ class Layer:
 
     def output_shape(self, input_shape: tuple) -> tuple:
         raise NotImplementedError
+
+    def state(self) -> dict:
+        """Numbers other than weights that this layer needs to resume exactly (checkpoints save
+        them); none for most layers."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Take back :meth:`state`; ValueError, and nothing changed, for one that does not fit."""
+        if state:
+            raise ValueError(f"layer {self.name} keeps no state, got {sorted(state)}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -331,8 +341,10 @@ class Dropout(Layer):
     Notes
     -----
     Training (``self.training`` True; ``Sequential`` sets it for a training step only):
-        keep[b, ...] ~ Bernoulli(1 - rate), drawn afresh each forward from the layer's seeded
-        generator;   ``out = x * (1 / (1 - rate)) * keep``   (TensorFlow's order: scale, then mask)
+        keep[b, ...] ~ Bernoulli(1 - rate), drawn afresh each training forward: draw n comes
+        from ``default_rng((root, n))``, a pure function of the layer's seed and n, so a resumed
+        run draws what an uninterrupted one would (checkpoints save n: ``state()``);
+        ``out = x * (1 / (1 - rate)) * keep``   (TensorFlow's order: scale, then mask)
         backward:    ``dx = dout * (1 / (1 - rate)) * keep``
     so E[out] = x and nothing needs rescaling at inference, where ``out = x``, ``dx = dout``.
 
@@ -348,20 +360,35 @@ class Dropout(Layer):
         self.seed = seed
         self.training = False
         self.fixed_keep: np.ndarray | None = None
-        self.rng = np.random.default_rng(seed)
+        self.root = seed
+        self.draws = 0                               # training forwards so far
 
     def build(self, input_width, rng, dtype):
         super().build(input_width, rng, dtype)
         if self.seed is None:
-            self.rng = np.random.default_rng(rng.integers(2 ** 63))
+            self.root = int(rng.integers(2 ** 63))
         return input_width
+
+    def _draw_keep(self, shape: tuple) -> np.ndarray:
+        keep = np.random.default_rng((self.root, self.draws)).random(shape) >= self.rate
+        self.draws += 1
+        return keep
+
+    def state(self) -> dict:
+        return {"draws": self.draws}
+
+    def load_state(self, state: dict) -> None:
+        draws = state.get("draws", 0)
+        if set(state) - {"draws"} or not is_integer(draws) or draws < 0:
+            raise ValueError(f"layer {self.name}: a Dropout state is {{'draws': an integer >= 0}}, got {state!r}")
+        self.draws = int(draws)
 
     def forward(self, x, mask=None):
         """x (B, ...) -> same shape."""
         if not self.training or self.rate == 0:
             self.cache = {"scaled_keep": None}
             return x
-        keep = self.fixed_keep if self.fixed_keep is not None else self.rng.random(x.shape) >= self.rate
+        keep = self.fixed_keep if self.fixed_keep is not None else self._draw_keep(x.shape)
         scale = x.dtype.type(1 / (1 - self.rate))
         self.cache = {"scaled_keep": (keep, scale)}
         return x * scale * keep

@@ -224,3 +224,31 @@ def test_float32_stays_float32(masked):
     dx = layer.backward(np.ones_like(out))
     assert out.dtype == dx.dtype == np.float32
     assert all(grad.dtype == np.float32 for grad in layer.grads.values())
+
+
+def test_a_resumed_run_draws_the_dropout_masks_an_uninterrupted_one_would(tmp_path):
+    """Each training forward's keep mask is a pure function of (seed, draw count), and a
+    checkpoint saves the count: two steps, a checkpoint, two more steps give the same weights
+    as four steps without a stop (with a drawing stream that was not saved, they differed)."""
+    from npembed.checkpoint import load_checkpoint, save_checkpoint
+
+    def model():
+        m = npembed.Sequential([layers.Embedding(12, 4), layers.GlobalAveragePooling1D(), layers.Dense(6, "relu"),
+                                layers.Dropout(0.5), layers.Dense(1)], seed=3, dtype="float64")
+        m.compile(optimizer=npembed.optimizers.Adam(0.05))
+        return m
+    ids, labels = padded_batch_with_repeats(np.random.default_rng(0), 12, batch=5, max_len=7), np.array([1, 0, 1, 1, 0])
+    straight = model()
+    for _ in range(4):
+        straight.train_on_batch(ids, labels)
+    first = model()
+    for _ in range(2):
+        first.train_on_batch(ids, labels)
+    save_checkpoint(tmp_path / "c.npz", first, {"epoch": 1, "history": {}})
+    resumed = model()
+    state, _ = load_checkpoint(tmp_path / "c.npz", resumed)
+    assert state["layer_state"] == {"dropout": {"draws": 2}} and resumed.layers[3].draws == 2
+    for _ in range(2):
+        resumed.train_on_batch(ids, labels)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
