@@ -24,6 +24,10 @@ D input width, U units, G = 4U, N = the number of (step, review) pairs that run 
 a mask, the number of tokens with one).  "Packed" arrays are (K, N, ...): step 0's running
 reviews, then step 1's, ... (``Plan``), so the products before and after the loops skip the
 padding too.
+
+The per-step loops (:func:`forward_steps`, :func:`backward_steps`) run in C for float32 under the
+native backend (``csrc/lstm.c``, one direction per thread); their NumPy versions here
+(``forward_steps_numpy``, ``backward_steps_numpy``) are the reference and run float64.
 """
 from __future__ import annotations
 

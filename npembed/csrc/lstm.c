@@ -74,8 +74,8 @@ static void add_product(float *out, const float *a, int64_t n, int64_t K, const 
  * 3.6e-10 relative of tanh (0.006 float32 ulps); beyond, tanh rounds to +-1 in float32 and y is
  * clamped to +-9.2f.  So the float32 result is tanh correctly rounded but for inputs within
  * 0.006 ulp of a halfway point: within 1 ulp everywhere (checked on all 2^32 float32 inputs
- * against libm's double tanh: docs/rnn.md), where glibc's tanhf is within 2 and costs 5 times
- * as much, scalar.  NaN stays NaN (the clamp's comparisons are false), -0 stays -0. */
+ * against libm's double tanh: 0.5041 ulp at worst, docs/rnn.md); glibc's tanhf is scalar and
+ * cost 16-24 ns a call here.  NaN stays NaN (the clamp's comparisons are false), -0 stays -0. */
 __attribute__((optimize("no-trapping-math")))    /* lets gcc vectorize the clamp; no value changes */
 static void tanh_in_place(float *restrict v, int64_t n)
 {
