@@ -147,3 +147,24 @@ def test_float64_never_reaches_c(backend, monkeypatch):
     w = [tuple(a.astype(np.float64) for a in weights(1))]
     finals, _, cache = recurrent_fast.forward(x.astype(np.float64), mask, w, (False,), False)
     recurrent_fast.backward(cache, None, np.ones_like(finals))
+
+
+def test_the_binding_refuses_bad_buffers(backend):
+    from npembed import native
+    units, size = 4, 5
+    gates = np.zeros((size, 4 * units), np.float32)
+    recurrent = np.zeros((units, 4 * units), np.float32)
+    states, cells = np.zeros((2, size + 1, units), np.float32)
+    tanh_cells = np.zeros((size, units), np.float32)
+    native.lstm_forward(gates, recurrent, np.array([0, 3, 5]), states, cells, tanh_cells)     # counts 3, 2: fine
+    with pytest.raises(ValueError, match="packed steps"):
+        native.lstm_forward(gates, recurrent, np.array([0, 2, 5]), states, cells, tanh_cells)  # counts grow
+    with pytest.raises(ValueError, match="packed steps"):
+        native.lstm_forward(gates, recurrent, np.array([0, 3, 4]), states, cells, tanh_cells)  # misses a pair
+    with pytest.raises(ValueError, match="states"):
+        native.lstm_forward(gates, recurrent, np.array([0, 3, 5]), states[:-1], cells, tanh_cells)
+    with pytest.raises(TypeError, match="float32"):
+        native.lstm_forward(gates.astype(np.float64), recurrent, np.array([0, 3, 5]), states, cells, tanh_cells)
+    dh, dc = np.zeros((2, 2, units), np.float32)                                    # 2 rows: step 0 has 3
+    with pytest.raises(ValueError, match="packed steps"):
+        native.lstm_backward(gates, recurrent.T.copy(), cells, tanh_cells, None, np.array([0, 3, 5]), dh, dc)
