@@ -2,10 +2,10 @@
 extension module, with wrappers that pass every array with its shape.
 
 ``csrc/`` holds plain C kernels (``embedding.c``, ``masked_pool.c``, ``adam.c``,
-``review_steps.c``; the tokenizer in ``tokenizer.c``) and one binding file, ``binding.c``, the
-only one that sees Python: it checks each array's type, contiguity and size against the shapes
-these wrappers pass before any kernel runs.  The C path is float32 with int64 token ids;
-``kernels.py`` sends float64 to its NumPy reference instead.
+``review_steps.c``, ``lstm.c``; the tokenizer in ``tokenizer.c``) and one binding file,
+``binding.c``, the only one that sees Python: it checks each array's type, contiguity and
+size against the shapes these wrappers pass before any kernel runs.  The C path is float32 with
+int64 token ids; ``kernels.py`` sends float64 to its NumPy reference instead.
 
 The first process that needs the module compiles it with the machine's C compiler (``$CC``,
 flags included, else the one Python was built with) into ``<cache>/native/<key>/``
@@ -478,6 +478,33 @@ def _review_batch(ids, mask, labels, table, kernel, bias):
     (batch, length), (num_rows, dim) = ids.shape, table.shape
     logits, losses = np.empty(batch, dtype=np.float32), np.empty(batch, dtype=np.float32)
     return (ids, mask, labels), logits, losses, (batch, length, num_rows, dim)
+
+
+# --------------------------------------------------------------------------- LSTM recurrence
+def lstm_forward(gates, recurrent, offsets, states, cells, tanh_cells) -> None:
+    """One direction of ``recurrent_fast.forward_steps`` in place (lstm.c): gates (N, 4U) from
+    x W + b to [i, f, o, g]; recurrent (U, 4U) halved on the sigmoid columns; offsets (J+1,)
+    the packed steps; writes states, cells (N+1, U) (row N stays) and tanh_cells (N, U).  All
+    float32 and C-contiguous (the written ones are not copied: the binding refuses them)."""
+    size, width = gates.shape
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    load().lstm_forward(_float32(gates, "gates", written=True), _float32(recurrent, "recurrent"), offsets,
+                        _float32(states, "states", written=True), _float32(cells, "cells", written=True),
+                        _float32(tanh_cells, "tanh_cells", written=True), len(offsets) - 1, size, width // 4)
+
+
+def lstm_backward(gates, recurrent_t, cells, tanh_cells, d_states, offsets, dh, dc) -> None:
+    """One direction of ``recurrent_fast.backward_steps`` in place (lstm.c): gates (N, 4U) from
+    [i, f, o, g] to dz; recurrent_t (4U, U) = R^T; cells (N+1, U), tanh_cells (N, U) from
+    :func:`lstm_forward`; d_states (N, U) or None; dh (B, U) each sorted review's final-state
+    gradient and dc (B, U) zeros, both overwritten."""
+    size, width = gates.shape
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    load().lstm_backward(_float32(gates, "gates", written=True), _float32(recurrent_t, "recurrent_t"),
+                         _float32(cells, "cells"), _float32(tanh_cells, "tanh_cells"),
+                         None if d_states is None else _float32(d_states, "d_states"), offsets,
+                         _float32(dh, "dh", written=True), _float32(dc, "dc", written=True),
+                         len(offsets) - 1, size, width // 4, dh.shape[0])
 
 
 # --------------------------------------------------------------------------- text

@@ -24,6 +24,10 @@ D input width, U units, G = 4U, N = the number of (step, review) pairs that run 
 a mask, the number of tokens with one).  "Packed" arrays are (K, N, ...): step 0's running
 reviews, then step 1's, ... (``Plan``), so the products before and after the loops skip the
 padding too.
+
+The per-step loops (:func:`forward_steps`, :func:`backward_steps`) run in C for float32 under the
+native backend (``csrc/lstm.c``, one direction per thread); their NumPy versions here
+(``forward_steps_numpy``, ``backward_steps_numpy``) are the reference and run float64.
 """
 from __future__ import annotations
 
@@ -31,8 +35,11 @@ import contextlib
 import ctypes
 import glob
 import os
+import threading
 
 import numpy as np
+
+from npembed import kernels, native
 
 
 @contextlib.contextmanager
@@ -179,7 +186,51 @@ def _sigmoid_halving(width: int) -> np.ndarray:
     return np.r_[np.full(3 * width // 4, 0.5), np.ones(width // 4)]
 
 
+PARALLEL_DIRECTIONS = True   # the C path runs each direction of a Bidirectional on its own thread
+
+
+def each_direction(work, count: int) -> None:
+    """work(0), ..., work(count - 1): direction 0 on this thread, the others on their own threads
+    (the C kernels release the GIL) when PARALLEL_DIRECTIONS, else one after the other."""
+    if not PARALLEL_DIRECTIONS or count < 2:
+        for k in range(count):
+            work(k)
+        return
+    errors = []
+
+    def guarded(k):
+        try:
+            work(k)
+        except BaseException as err:                 # re-raised on the calling thread below
+            errors.append(err)
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(1, count)]
+    for thread in threads:
+        thread.start()
+    guarded(0)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
 def forward_steps(gates, recurrent, offsets):
+    """:func:`forward_steps_numpy`, the same maths; float32 under the native backend runs
+    ``native.lstm_forward`` (csrc/lstm.c) per direction instead, in the same order element by
+    element (the recurrent product sums in another order, tanh is libm's: within the bound of
+    tests/test_lstm_kernels.py).  float64 always runs the NumPy loop."""
+    if not kernels.uses_native(gates):
+        return forward_steps_numpy(gates, recurrent, offsets)
+    k, size, width = gates.shape
+    states = np.zeros((k, size + 1, width // 4), gates.dtype)
+    cells = np.zeros_like(states)
+    tanh_cells = np.zeros((k, size, width // 4), gates.dtype)
+    recurrent = np.ascontiguousarray(recurrent)
+    each_direction(lambda d: native.lstm_forward(gates[d], recurrent[d], offsets, states[d], cells[d],
+                                                 tanh_cells[d]), k)
+    return states, cells, tanh_cells
+
+
+def forward_steps_numpy(gates, recurrent, offsets):
     """The recurrence, in place, on packed pairs.  gates (K, N, G) holds ``x_t W + b`` on entry
     (halved on the sigmoid columns, as ``recurrent`` (K, U, G) is) and the gate activations
     [i, f, o, g] on exit.  Returns states h (K, N+1, U) and cells c (K, N+1, U) (the last row,
@@ -237,6 +288,20 @@ def backward_on_one_thread(cache, d_sequences, d_finals):
 
 
 def backward_steps(gates, cache, d_states, dh):
+    """:func:`backward_steps_numpy`; float32 under the native backend runs
+    ``native.lstm_backward`` (csrc/lstm.c) per direction, as :func:`forward_steps` does."""
+    if not kernels.uses_native(gates):
+        return backward_steps_numpy(gates, cache, d_states, dh)
+    recurrent_t = cache["recurrent"].transpose(0, 2, 1).copy()          # (K, G, U)
+    dh = np.ascontiguousarray(dh, dtype=gates.dtype).copy()
+    dc = np.zeros_like(dh)
+    each_direction(lambda d: native.lstm_backward(
+        gates[d], recurrent_t[d], cache["cells"][d], cache["tanh_cells"][d],
+        None if d_states is None else np.ascontiguousarray(d_states[d]), cache["plan"].offsets, dh[d], dc[d]),
+        len(gates))
+
+
+def backward_steps_numpy(gates, cache, d_states, dh):
     """Backpropagation through time, in place on packed pairs: gates (K, N, G) holds
     [i, f, o, g] on entry and dZ on exit.  d_states (K, N, U) or None: gradient of each
     pair's h from outside the recurrence; dh (K, B, U): gradient of each review's final h

@@ -658,6 +658,79 @@ static PyObject *py_gather_ids(PyObject *self, PyObject *args)
     return result;
 }
 
+/* ---------------------------------------------------------------- LSTM recurrence (lstm.c) */
+
+/* 1 when offsets (J+1,) run from 0 to N and each step's count is at most the one before it
+ * (at most max_first at step 0): the packed layout lstm.c reads. */
+static int packed_steps_ok(const int64_t *offsets, Py_ssize_t J, Py_ssize_t N, Py_ssize_t max_first)
+{
+    int ok = offsets[0] == 0 && offsets[J] == N && (J == 0 || offsets[1] <= max_first);
+    for (Py_ssize_t j = 0; ok && j < J; j++)
+        ok = offsets[j] <= offsets[j + 1] && (j == 0 || offsets[j + 1] - offsets[j] <= offsets[j] - offsets[j - 1]);
+    if (!ok) PyErr_Format(PyExc_ValueError, "npembed native kernel lstm: offsets are not packed steps "
+                          "(from 0 to %zd, counts never growing, at most %zd at step 0)", N, max_first);
+    return ok;
+}
+
+/* lstm_forward(gates (N, 4U) f32, recurrent (U, 4U) f32, offsets (J+1,) int64, states (N+1, U),
+ *              cells (N+1, U), tanh_cells (N, U) f32, J, N, U) */
+static PyObject *py_lstm_forward(PyObject *self, PyObject *args)
+{
+    PyObject *o[6];
+    Py_ssize_t J, N, U;
+    if (!PyArg_ParseTuple(args, "OOOOOOnnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &J, &N, &U)) return NULL;
+    if (!dims_ok("lstm_forward", 1, 3, (Py_ssize_t[]){J, N, U}) || !dims_ok("lstm_forward", 0, 1, (Py_ssize_t[]){4 * U}))
+        return NULL;
+    Held held = {.count = 0};
+    float *gates = take(&held, o[0], "gates", F32, N * 4 * U, WRITE);
+    const float *recurrent = take(&held, o[1], "recurrent", F32, U * 4 * U, READ);
+    const int64_t *offsets = take(&held, o[2], "offsets", I64, J + 1, READ);
+    float *states = take(&held, o[3], "states", F32, (N + 1) * U, WRITE);
+    float *cells = take(&held, o[4], "cells", F32, (N + 1) * U, WRITE);
+    float *tanh_cells = take(&held, o[5], "tanh_cells", F32, N * U, WRITE);
+    const int ok = !PyErr_Occurred() && packed_steps_ok(offsets, J, N, N);
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        lstm_forward(gates, recurrent, offsets, J, N, U, states, cells, tanh_cells);
+        Py_END_ALLOW_THREADS
+    }
+    release(&held);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* lstm_backward(gates (N, 4U), recurrent_t (4U, U), cells (N+1, U), tanh_cells (N, U),
+ *               d_states (N, U) f32 or None, offsets (J+1,) int64, dh (B, U), dc (B, U) f32,
+ *               J, N, U, B) */
+static PyObject *py_lstm_backward(PyObject *self, PyObject *args)
+{
+    PyObject *o[8];
+    Py_ssize_t J, N, U, B;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOnnnn", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &J, &N,
+                          &U, &B))
+        return NULL;
+    if (!dims_ok("lstm_backward", 1, 4, (Py_ssize_t[]){J, N, U, B}) || !dims_ok("lstm_backward", 0, 1, (Py_ssize_t[]){4 * U}))
+        return NULL;
+    Held held = {.count = 0};
+    float *gates = take(&held, o[0], "gates", F32, N * 4 * U, WRITE);
+    const float *recurrent_t = take(&held, o[1], "recurrent_t", F32, 4 * U * U, READ);
+    const float *cells = take(&held, o[2], "cells", F32, (N + 1) * U, READ);
+    const float *tanh_cells = take(&held, o[3], "tanh_cells", F32, N * U, READ);
+    const float *d_states = o[4] == Py_None ? NULL : take(&held, o[4], "d_states", F32, N * U, READ);
+    const int64_t *offsets = take(&held, o[5], "offsets", I64, J + 1, READ);
+    float *dh = take(&held, o[6], "dh", F32, B * U, WRITE);
+    float *dc = take(&held, o[7], "dc", F32, B * U, WRITE);
+    const int ok = !PyErr_Occurred() && packed_steps_ok(offsets, J, N, B);
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        lstm_backward(gates, recurrent_t, cells, tanh_cells, d_states, offsets, J, N, U, dh, dc);
+        Py_END_ALLOW_THREADS
+    }
+    release(&held);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ---------------------------------------------------------------- the module */
 static PyMethodDef methods[] = {
     {"review_row_counts", py_review_row_counts, METH_VARARGS, "Each review's distinct rows and their counts."},
@@ -676,6 +749,8 @@ static PyMethodDef methods[] = {
     {"tokenize", py_tokenize, METH_VARARGS, "tfds's prepared tokens of many UTF-8 texts."},
     {"encode_tokens", py_encode_tokens, METH_VARARGS, "Subword ids of distinct tokens (greedy longest match)."},
     {"gather_ids", py_gather_ids, METH_VARARGS, "Every token occurrence's ids, text by text."},
+    {"lstm_forward", py_lstm_forward, METH_VARARGS, "One LSTM direction's recurrence over packed steps."},
+    {"lstm_backward", py_lstm_backward, METH_VARARGS, "Backpropagation through one LSTM direction's steps."},
     {NULL, NULL, 0, NULL},
 };
 

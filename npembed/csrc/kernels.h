@@ -68,6 +68,15 @@ void review_steps_adagrad(const int64_t *ids, const uint8_t *mask, const float *
                           int64_t D, float rate, float eps, float *logits, float *losses, double *h,
                           float *scratch);
 
+/* ---------------------------------------------------------------- LSTM recurrence (lstm.c)
+ * One direction over packed steps (recurrent_fast.py's layout): N pairs, J steps, U units,
+ * G = 4U fused gate columns; offsets (J+1,) ascending from 0 to N, the counts never growing. */
+void lstm_forward(float *gates, const float *recurrent, const int64_t *offsets, int64_t J, int64_t N,
+                  int64_t U, float *states, float *cells, float *tanh_cells);
+void lstm_backward(float *gates, const float *recurrent_t, const float *cells, const float *tanh_cells,
+                   const float *d_states, const int64_t *offsets, int64_t J, int64_t N, int64_t U,
+                   float *dh, float *dc);
+
 /* ---------------------------------------------------------------- shared helpers */
 #define PREFETCH_AHEAD 16                           /* rows asked for this many positions ahead */
 
