@@ -344,12 +344,13 @@ def _apply_step(weight, m, v, alpha, epsilon, scratch) -> None:
 # --------------------------------------------------------------------------- one step per review
 # The n-gram model ``Embedding(V, D, mask_zero=True) -> average -> Dense(1)`` with sigmoid
 # cross-entropy, trained as fastText does: one step per review, in order (npembed/per_review.py).
-# Review b, its n masked-in positions, label y, c_r positions holding row r
-# (docs/gradients_appendix.md, the n-gram model, its SGD and row-wise Adagrad, at B = 1):
+# Review b, its n masked-in ids id_1 .. id_n, label y, c_r of its positions holding row r
+# (docs/gradients_appendix.md, sections 5 and 6, the n-gram model at B = 1, in its symbols):
 #
-#     h = (1/n) sum_t E[x_t]        z = h . k + c        e = sigmoid(z) - y = dloss/dz
-#     g_k = e h        g_c = e      g_r = c_r e k / n    (every row along k, the kernel before its step)
+#     pooled = (1/n) sum_i E[id_i]     z = pooled . w_out + b_out     dz = sigmoid(z) - y
+#     dw_out = dz pooled     db_out = dz     dE[r] = c_r dz w_out / n   (every row along w_out, the kernel before its step)
 #
+# In the code below: h is pooled, k the kernel w_out, the bias b_out, e is dz, counts are the c_r.
 # ``per_review.reference_steps`` is the definition (through the layers' own forward and
 # backward and the optimizer's ``update``); the functions below are the same arithmetic without
 # the framework, and the tests hold both the NumPy and the native version to that definition.
@@ -366,14 +367,14 @@ def _review_forward(ids, mask, label, table, kernel, bias):
 
 
 def review_sgd_reference(ids, mask, labels, table, kernel, bias, rate) -> tuple[np.ndarray, np.ndarray]:
-    """fastText's SGD, one review at a time, in place: ``w -= rate * g`` for k, c and each row
-    of the review.  ids, mask (B, L); labels (B, 1); table (V, D); kernel (D, 1) or (D,); bias
+    """fastText's SGD, one review at a time, in place: ``w -= rate * dw`` for the kernel, the bias
+    and each row of the review.  ids, mask (B, L); labels (B, 1); table (V, D); kernel (D, 1) or (D,); bias
     (1,).  Returns (logits (B,), losses (B,)), each review's before its own step."""
     k, lr = kernel.reshape(-1), table.dtype.type(rate)
     logits, losses = np.empty(len(ids), table.dtype), np.empty(len(ids), table.dtype)
     for b in range(len(ids)):
         rows, counts, n, h, logits[b], losses[b], e = _review_forward(ids[b], mask[b], labels[b, 0], table, k, bias)
-        row_step = (counts[:, None] * e / n) * k                 # g_r, with k before its own step
+        row_step = (counts[:, None] * e / n) * k                 # dE[r], with k before its own step
         k -= lr * (e * h)
         bias -= lr * e
         table[rows] -= lr * row_step
@@ -383,7 +384,8 @@ def review_sgd_reference(ids, mask, labels, table, kernel, bias, rate) -> tuple[
 def review_adagrad_reference(ids, mask, labels, table, table_acc, kernel, kernel_acc, bias, bias_acc, rate,
                              epsilon) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise Adagrad, one review at a time, in place (``optimizers.RowwiseAdagrad``):
-    ``A_r += mean_j g_rj**2; E[r] -= rate g_r / (sqrt(A_r) + eps)``, element-wise for k and c.
+    ``A_r += mean_j dE[r, j]**2; E[r] -= rate dE[r] / (sqrt(A_r) + eps)``, element-wise for the kernel
+    and the bias.
     Shapes as :func:`review_sgd_reference`, with table_acc (V,), kernel_acc like kernel,
     bias_acc (1,)."""
     k, k_acc = kernel.reshape(-1), kernel_acc.reshape(-1)

@@ -77,16 +77,16 @@ class Layer:
 
 
 class Embedding(Layer):
-    """A lookup table: row ``ids[b, t]`` of ``embeddings`` for every position.
+    """A lookup table: row ``ids[b, i]`` of ``embeddings`` for every position.
 
     Parameters: ``embeddings`` (V, D), initialised U(-0.05, 0.05) as in Keras.
 
     Notes
     -----
-    Forward:  ``out[b, t, :] = E[ids[b, t], :]``            ids (B, L) int -> out (B, L, D)
+    Forward:  ``out[b, i, :] = E[ids[b, i], :]``            ids (B, L) int -> out (B, L, D)
 
-    Backward: ``dE[r, :] = sum_{(b, t): ids[b, t] = r} dout[b, t, :]``   (scatter-add; a token
-    repeated k times in the batch receives k slices, and the padding id 0 receives one slice per
+    Backward: ``dE[r, :] = sum_{(b, i): ids[b, i] = r} dout[b, i, :]``   (scatter-add; a token
+    repeated q times in the batch receives q slices, and the padding id 0 receives one slice per
     padding position unless the layer masks).  ``grads['embeddings']`` keeps the slices apart,
     as TensorFlow does: an ``IndexedSlices`` with ``values = dout.reshape(B*L, D)`` and
     ``indices = ids.reshape(B*L)``; its ``to_dense()`` is the scatter-add.  Ids get no gradient.
@@ -141,17 +141,17 @@ class GlobalAveragePooling1D(Layer):
     positions count (the tutorial's model does this: a review padded with many zeros is pulled
     towards the padding row's vector):
 
-        forward:  ``out[b] = (1 / L) * sum_t x[b, t]``          x (B, L, D) -> out (B, D)
-        backward: ``dx[b, t] = dout[b] / L``
+        forward:  ``out[b] = (1 / L) * sum_i x[b, i]``          x (B, L, D) -> out (B, D)
+        backward: ``dx[b, i] = dout[b] / L``
 
-    With the embedding's mask ``m[b, t] = (ids[b, t] != 0)`` and ``n[b] = sum_t m[b, t]``:
+    With the embedding's mask ``mask[b, i] = (ids[b, i] != 0)`` and ``n[b] = sum_i mask[b, i]``:
 
-        forward:  ``out[b] = (1 / n[b]) * sum_t m[b, t] * x[b, t]``
-        backward: ``dx[b, t] = m[b, t] * dout[b] / n[b]``
+        forward:  ``out[b] = (1 / n[b]) * sum_i mask[b, i] * x[b, i]``
+        backward: ``dx[b, i] = mask[b, i] * dout[b] / n[b]``
 
     A masked row with no token at all has no average (Keras returns NaN): it raises here.
 
-    The sum over t is accumulated in float64 and rounded once to the input's dtype: a float32
+    The sum over i is accumulated in float64 and rounded once to the input's dtype: a float32
     running sum over thousands of positions (NumPy's strided reduction is sequential) would
     lose about L * 2**-24 of the result, several times more than TensorFlow's tree reduction.
     """
@@ -255,8 +255,8 @@ class PooledEmbedding(Layer):
     Let ``c[b, r]`` be how many positions of review b hold row r (counting only the non-padding
     positions when the embedding masks) and ``n[b] = sum_r c[b, r]`` (= L without a mask).
 
-    Forward:  ``pooled[b] = (1 / n[b]) * sum_t mask[b, t] E[ids[b, t]] = (1 / n[b]) * sum_r c[b, r] E[r]``
-              (``mask[b, t] = 1`` everywhere without a mask)
+    Forward:  ``pooled[b] = (1 / n[b]) * sum_i mask[b, i] E[ids[b, i]] = (1 / n[b]) * sum_r c[b, r] E[r]``
+              (``mask[b, i] = 1`` everywhere without a mask)
               ids (B, L) int -> pooled (B, D)       (``kernels.pooled_lookup``)
 
     Backward: pooling sends every counted position of review b the same slice

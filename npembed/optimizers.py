@@ -1,26 +1,27 @@
 """Adam, as each Keras applies it to this model: the tutorial's Keras 2, today's Keras 3, and lazy.
 
-The update, per weight w with gradient g, at step ``t = iterations + 1`` (Kingma & Ba's
+The update, per weight w with gradient dw, at step ``t = iterations + 1`` (Kingma & Ba's
 algorithm with the bias corrections folded into the step size, as both Kerases write it)::
 
     alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)
-    m    += (g - m) * (1 - beta_1)
+    m    += (dw - m) * (1 - beta_1)
     v    += (S - v) * (1 - beta_2)
     w    -= m * alpha / (sqrt(v) + epsilon)
 
-``S = g**2`` for a dense gradient.  The Kerases part ways on the embedding, whose gradient
+``S = dw**2`` for a dense gradient.  The Kerases part ways on the embedding, whose gradient
 TensorFlow delivers as ``IndexedSlices``: one slice per looked-up position, padding included.
-For a row r looked up k times, with slices s_1 .. s_k and summed gradient g_r = sum_i s_i:
+For a row r looked up q times, with slices s_1 .. s_q and summed gradient dE[r] = s_1 + ... + s_q
+(docs/gradients.md's symbols):
 
-- ``"keras2"`` (the default): ``S_r = g_r**2``.  TF 2.1's ``tf.keras`` (the Keras the tutorial
+- ``"keras2"`` (the default): ``S[r] = dE[r]**2``.  TF 2.1's ``tf.keras`` (the Keras the tutorial
   was run and printed with; today ``tf_keras``) sums duplicate slices before the update
   (``OptimizerV2._resource_apply_sparse_duplicate_indices`` calls ``_deduplicate_indexed_slices``
   in ``tensorflow/python/keras/optimizer_v2/optimizer_v2.py``, then Adam's
   ``_resource_apply_sparse``), so every row's second moment is the square of its summed
   gradient: dense textbook Adam.
-- ``"keras3"``: ``S_r = sum_i s_i**2``.  Keras 3 on TensorFlow (``keras/src/optimizers/adam.py``)
+- ``"keras3"``: ``S[r] = s_1**2 + ... + s_q**2``.  Keras 3 on TensorFlow (``keras/src/optimizers/adam.py``)
   applies ``ops.square`` to the IndexedSlices, squaring each slice, and the following
-  subtraction sums them.  Smaller than ``g_r**2`` when the slices agree (a subword repeated in
+  subtraction sums them.  Smaller than ``dE[r]**2`` when the slices agree (a subword repeated in
   one review, and, measured, the padding row: 1/230 to 1/500 of it), larger when they cancel.
   Smaller S means larger steps; on the padding row they make Keras 3 train the tutorial's
   model visibly slower (``benchmarks/adam_variants.py``; docs/gradients.md section 7 and

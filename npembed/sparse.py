@@ -63,9 +63,9 @@ class PooledSlices:
     mask:     (B, L) bool or None; without it every position weighs 1/L, with it the
               non-padding positions weigh 1/n[b] and the padding positions 0.
 
-    Slice (b, t) is ``a[b, t] * dpooled[b]``, where ``a[b, t]`` is position (b, t)'s weight in
-    review b's average: 1/L without a mask, ``mask[b, t] / n[b]`` with one
-    (``n[b] = sum_t mask[b, t]``); equal to what ``GlobalAveragePooling1D.backward``
+    Slice (b, i) is ``a[b, i] * dpooled[b]``, where ``a[b, i]`` is position (b, i)'s weight in
+    review b's average: 1/L without a mask, ``mask[b, i] / n[b]`` with one
+    (``n[b] = sum_i mask[b, i]``); equal to what ``GlobalAveragePooling1D.backward``
     followed by ``Embedding.backward`` produce (tests/test_kernels.py proves it).
     """
 

@@ -7,8 +7,8 @@ The tutorial's model in miniature, with every size different so that a transpose
 on its shape: ``Embedding(6, 3) -> average -> Dense(4, relu) -> Dense(1)``, one batch of B = 2
 reviews padded to L = 5 (D = 3, H = 4), float64, then one Adam step with lr = 0.05 (not
 1 - beta_1 = 0.1, so that the two cannot be mistaken for each other) in both Kerases' forms.
-Review 1 holds token 1 twice and no padding; review 2 holds three padding positions; token 2 is
-in both.  Each review has active and inactive hidden units, so forgetting the ReLU's mask
+Review 0 holds token 1 twice and no padding; review 1 holds three padding positions; token 2 is
+in both (reviews counted from 0, as the printed block counts them).  Each review has active and inactive hidden units, so forgetting the ReLU's mask
 changes the answer.  The activations come from the layers' caches and the weights' gradients
 from the model's own backward; the gradients passed between layers (dh, dz1, dpooled), which
 no layer keeps, are recomputed by their formulas, and tests/test_docs.py checks them against
