@@ -2,6 +2,8 @@
 real batches through the model module (the layers' own tests: tests/test_recurrent.py)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,36 @@ def test_a_few_steps_on_real_batches_lower_the_loss(imdb, name, mask):
     if name == "rnn-stacked":
         assert any(isinstance(layer, Dropout) for layer in model.layers)
         assert not np.array_equal(model.forward(ids, training=True), model.forward(ids, training=True))
+
+
+# ---------------------------------------------------------------- the commands on an rnn run (issue 22's pass)
+@pytest.fixture(scope="module")
+def rnn_run(imdb, tmp_path_factory):
+    """A tiny masked rnn run (2 steps; the masked final evaluation takes seconds)."""
+    from npembed.training import train
+    out = tmp_path_factory.mktemp("rnn") / "run"
+    config = TrainConfig.for_model("rnn", mask=True, embedding_dim=8, lstm_units=4, hidden_units=4, epochs=1,
+                                   steps_per_epoch=2, validation_steps=1)
+    train(config, out, data=imdb, progress=False)
+    return out
+
+
+def test_grads_on_an_rnn_run_says_what_it_leaves_out_and_checks_the_rest(rnn_run, capsys):
+    """Was: AttributeError (the average-pooling chain read ``row_gradient``), then TypeError (no
+    Keras twin for Bidirectional).  Now both are one line each, and the finite differences run."""
+    from npembed import cli
+    assert cli.main(["grads", "--run", str(rnn_run), "--text", "a bad film"]) == 0
+    out = capsys.readouterr().out
+    assert "no chain printed" in out and "no Keras comparison: the Keras twin has no Bidirectional" in out
+    errors = [float(e) for e in re.findall(r"rel_error (\S+)", out)]
+    assert len(errors) == 11 and max(errors) < 1e-4, out
+
+
+@pytest.mark.parametrize("pad", ["99999999999", "20001", "0", "-3"])
+def test_predict_pad_is_bounded(rnn_run, capsys, pad):
+    """Was: ``--pad 99999999999`` tried to allocate 745 GiB (numpy's _ArrayMemoryError traceback)."""
+    from npembed import cli
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["predict", "--run", str(rnn_run), "--pad", pad, "good"])
+    assert stop.value.code == 2
+    assert "argument --pad: must be from 1 to 20,000" in capsys.readouterr().err
