@@ -357,6 +357,7 @@ def between(low: int, high: int | None):
     return parse
 
 
+MAX_PAD = 20_000               # positions; the longest IMDB review is under 4,000 subwords
 MAX_MAP_LABELS = 2000          # past this a map's labels cover each other, and drawing takes minutes
 
 
@@ -441,9 +442,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("texts", nargs="*", metavar="TEXT", help="a review; '-' reads one from standard input")
     sub.add_argument("--file", action="append", type=path_arg, metavar="PATH", help="a review in a UTF-8 text file "
                      "(repeatable; for reviews too long for the command line)")
-    sub.add_argument("--pad", type=positive_int, metavar="N",
+    sub.add_argument("--pad", type=between(1, MAX_PAD), metavar="N",
                      help="also predict each review zero-padded to N positions (the RNN tutorial's "
-                          "pad=True): without a mask the padding changes the prediction")
+                          f"pad=True; at most {MAX_PAD:,}): without a mask the padding changes the prediction")
     sub.add_argument("--run", default="runs/tutorial", type=path_arg)
 
     sub = command("neighbors", cmd_neighbors, "nearest subwords to WORD by cosine similarity")
