@@ -75,3 +75,27 @@ def test_predict_pad_is_bounded(rnn_run, capsys, pad):
         cli.main(["predict", "--run", str(rnn_run), "--pad", pad, "good"])
     assert stop.value.code == 2
     assert "argument --pad: must be from 1 to 20,000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tamper", ["no layer_state", "empty dropout state"])
+def test_a_checkpoint_without_the_dropout_draw_count_is_refused(tmp_path, tamper):
+    """Was: accepted, the Dropout restarting its draws at 0 (a resume that silently differs from
+    the uninterrupted run).  The draw count is part of format 2; without it the file is damaged."""
+    import json
+
+    from npembed.checkpoint import CheckpointError, load_checkpoint, read_npz, save_checkpoint
+    config = TrainConfig.for_model("rnn-stacked", embedding_dim=4, lstm_units=2, hidden_units=2)
+    model = build_model(config, 20)
+    model.train_on_batch(np.array([[1, 2, 3], [4, 5, 0]]), np.array([1, 0]))
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, model, {"epoch": 1, "history": {"loss": [0.7]}})
+    arrays = read_npz(path)
+    document = json.loads(arrays["state_json"].tobytes())
+    assert document["layer_state"] == {"dropout": {"draws": 1}}
+    document["layer_state"] = {} if tamper == "no layer_state" else {"dropout": {}}
+    arrays["state_json"] = np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    fresh = build_model(config, 20)
+    with pytest.raises(CheckpointError, match="dropout"):
+        load_checkpoint(path, fresh)
+    assert next(layer for layer in fresh.layers if isinstance(layer, Dropout)).draws == 0
