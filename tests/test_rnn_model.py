@@ -99,3 +99,28 @@ def test_a_checkpoint_without_the_dropout_draw_count_is_refused(tmp_path, tamper
     with pytest.raises(CheckpointError, match="dropout"):
         load_checkpoint(path, fresh)
     assert next(layer for layer in fresh.layers if isinstance(layer, Dropout)).draws == 0
+
+
+def test_lstm_refuses_flags_that_are_not_bools():
+    """Was: LSTM(4, return_sequences="no") kept bool("no") = True and returned sequences."""
+    from npembed.recurrent import LSTM
+    for flags in ({"return_sequences": "no"}, {"go_backwards": 1}, {"return_sequences": None}):
+        with pytest.raises(TypeError, match="must be True or False"):
+            LSTM(4, **flags)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("sequences", [False, True])
+def test_lstm_backward_out_of_order_or_misshapen_is_a_message(fast, sequences):
+    """Was: KeyError 'mask' before any forward, and a (1, U) dout for a batch of 2 broadcast over
+    the batch without a word (the fast path) or a NumPy error (the loop)."""
+    from npembed.recurrent import LSTM
+    layer = Bidirectional(LSTM(3, return_sequences=sequences))
+    layer.fast = fast
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        layer.backward(np.zeros((2, 6), np.float32))
+    layer.build(5, np.random.default_rng(0), np.float32)
+    out = layer.forward(np.ones((2, 4, 5), np.float32), np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool))
+    with pytest.raises(ValueError, match=r"takes dout of shape \(2, "):
+        layer.backward(np.ones((1, *out.shape[1:]), np.float32))
+    assert layer.backward(np.ones(out.shape, np.float32)).shape == (2, 4, 5)
