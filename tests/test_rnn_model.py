@@ -124,3 +124,17 @@ def test_lstm_backward_out_of_order_or_misshapen_is_a_message(fast, sequences):
     with pytest.raises(ValueError, match=r"takes dout of shape \(2, "):
         layer.backward(np.ones((1, *out.shape[1:]), np.float32))
     assert layer.backward(np.ones(out.shape, np.float32)).shape == (2, 4, 5)
+
+
+@pytest.mark.parametrize("name", ["rnn", "tutorial"])
+def test_model_backward_before_forward_or_misshapen_is_a_message(name):
+    """Was: KeyError 'x' (Dense's cache) before any forward; a (1, 1) dlogits after a batch of
+    2 reached the layers (a NumPy matmul error, and with an LSTM a silent broadcast)."""
+    options = {"lstm_units": 2} if name == "rnn" else {}
+    model = build_model(TrainConfig.for_model(name, embedding_dim=4, hidden_units=3, **options), 30)
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        model.backward(np.zeros((2, 1), np.float32))
+    model.forward(np.array([[1, 2], [3, 0]]))
+    with pytest.raises(ValueError, match=r"shaped like the last forward's output, \(2, 1\)"):
+        model.backward(np.zeros((1, 1), np.float32))
+    model.backward(np.zeros((2, 1), np.float32))
