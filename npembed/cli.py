@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -186,6 +187,7 @@ def cmd_evaluate(args) -> None:
     model, config, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     batch_size = args.batch_size or config.batch_size
+    dataclasses.replace(config, batch_size=batch_size).validate(encoder.vocab_size)   # the memory check
     split = model_module(config.model).prepare(data.split(args.split), config, encoder.vocab_size,
                                                data.cache_folder)
     result = model.evaluate(split.batches(batch_size, shuffle_buffer=None))

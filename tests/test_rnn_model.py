@@ -138,3 +138,15 @@ def test_model_backward_before_forward_or_misshapen_is_a_message(name):
     with pytest.raises(ValueError, match=r"shaped like the last forward's output, \(2, 1\)"):
         model.backward(np.zeros((1, 1), np.float32))
     model.backward(np.zeros((2, 1), np.float32))
+
+
+def test_the_memory_check_counts_the_lstm_cache(monkeypatch, rnn_run, capsys):
+    """Was: the check counted one embedding pass per position only, so `evaluate --batch-size
+    100000` on an rnn run (no check at all there) was killed by the OOM killer at 23 GB."""
+    from npembed import cli, config as config_module
+    monkeypatch.setattr(config_module, "_physical_memory", lambda: 16 << 30)
+    TrainConfig.for_model("tutorial", batch_size=1500).validate()            # about 1.6 GiB
+    with pytest.raises(UsageError, match="--batch-size 1500 need about"):
+        TrainConfig.for_model("rnn", batch_size=1500).validate()             # about 24 GiB
+    assert cli.main(["evaluate", "--run", str(rnn_run), "--batch-size", "100000"]) == 2
+    assert "--batch-size 100000 need about" in capsys.readouterr().err
