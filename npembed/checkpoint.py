@@ -163,6 +163,10 @@ def _checked_layer_states(path, document: dict, model) -> dict:
     if not isinstance(states, dict) or set(states) - set(layers):
         raise CheckpointError(f"{path}: its layer state {states!r} does not fit this model's layers "
                               f"{sorted(layers)}: it is damaged or was written for another model")
+    missing = sorted(name for name, layer in layers.items() if layer.state() and name not in states)
+    if missing:                             # a Dropout would silently restart its draws at 0
+        raise CheckpointError(f"{path} lacks the state of layer(s) {missing}: it is damaged; resume "
+                              "from a copy of the run or start a new one")
     for name, layer in layers.items():
         try:
             copy.copy(layer).load_state(states.get(name, {}))      # a trial: the layer itself waits

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -186,6 +187,7 @@ def cmd_evaluate(args) -> None:
     model, config, encoder = load_run(args.run)
     data = _run_data(args, encoder)
     batch_size = args.batch_size or config.batch_size
+    dataclasses.replace(config, batch_size=batch_size).validate(encoder.vocab_size)   # the memory check
     split = model_module(config.model).prepare(data.split(args.split), config, encoder.vocab_size,
                                                data.cache_folder)
     result = model.evaluate(split.batches(batch_size, shuffle_buffer=None))
@@ -357,6 +359,7 @@ def between(low: int, high: int | None):
     return parse
 
 
+MAX_PAD = 20_000               # positions; the longest IMDB review is under 4,000 subwords
 MAX_MAP_LABELS = 2000          # past this a map's labels cover each other, and drawing takes minutes
 
 
@@ -441,9 +444,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("texts", nargs="*", metavar="TEXT", help="a review; '-' reads one from standard input")
     sub.add_argument("--file", action="append", type=path_arg, metavar="PATH", help="a review in a UTF-8 text file "
                      "(repeatable; for reviews too long for the command line)")
-    sub.add_argument("--pad", type=positive_int, metavar="N",
+    sub.add_argument("--pad", type=between(1, MAX_PAD), metavar="N",
                      help="also predict each review zero-padded to N positions (the RNN tutorial's "
-                          "pad=True): without a mask the padding changes the prediction")
+                          f"pad=True; at most {MAX_PAD:,}): without a mask the padding changes the prediction")
     sub.add_argument("--run", default="runs/tutorial", type=path_arg)
 
     sub = command("neighbors", cmd_neighbors, "nearest subwords to WORD by cosine similarity")

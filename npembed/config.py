@@ -99,15 +99,15 @@ class TrainConfig:
         if unknown:
             raise UsageError(unknown_options_message(unknown, self.model))
         module.check(self, vocab_size)
-        self._check_memory(module.table_rows(self, vocab_size))
+        self._check_memory(module.table_rows(self, vocab_size), getattr(module, "position_bytes", lambda _: 0)(self))
 
-    def _check_memory(self, rows: int) -> None:
+    def _check_memory(self, rows: int, position_bytes: int = 0) -> None:
         """Refuse a model or batch that cannot fit in this machine's memory (it would be killed
         or swap for minutes before failing)."""
         dim, units = self.embedding_dim, self.hidden_units
         table = 4 * rows * dim * 4                 # float32 weights, gradient, Adam's m and v
         dense = 4 * 4 * (dim * units + units * 1)
-        batch = self.batch_size * LONGEST_REVIEW * (8 + 4 * dim)    # ids and one float32 pass
+        batch = self.batch_size * LONGEST_REVIEW * (8 + 4 * dim + position_bytes)  # ids, one pass, the model's own
         need, have = table + dense + batch, _physical_memory()
         if have and need > have:
             raise UsageError(f"--embedding-dim {dim}, --hidden-units {units} and --batch-size "

@@ -78,6 +78,10 @@ def gradients_report(args) -> None:
 def _print_chain(model, ids, labels, encoder, rows: int) -> None:
     """The chain rule for review 0, read from the layers' caches and the embedding's slices."""
     output, slices = model.layers[-1], model.layers[0].grads["embeddings"]
+    if not hasattr(slices, "row_gradient"):     # an LSTM: each position gets its own slice
+        print("\n(no chain printed: it follows an average-pooling model; this model's embedding rows "
+              "each get their own slice through the LSTM)")
+        return
     z = float(output.cache["z"][0, 0])
     p = float(npembed.losses.sigmoid(output.cache["z"])[0, 0])
     batch = ids.shape[0]
@@ -171,10 +175,14 @@ def _vector(values: np.ndarray, shown: int = 8) -> str:
 def _keras(model, ids, labels, args):
     if args.no_keras:
         return None, None
+    from npembed import keras_twin
+    if keras_twin.untwinned(model):
+        print(f"(no Keras comparison: the Keras twin has no {', '.join(keras_twin.untwinned(model))}; "
+              "the LSTM's parity with Keras is parity_tests/test_lstm_parity.py)")
+        return None, None
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")      # no INFO, WARNING or ERROR start-up lines
     try:
         with _stderr_kept_unless_failing():
-            from npembed import keras_twin
             twin = keras_twin.build(model)
             loss, grads = keras_twin.gradients(twin, ids, labels)
             grads = [keras_twin.to_numpy(g) for g in grads]

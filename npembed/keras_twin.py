@@ -63,6 +63,15 @@ def set_floatx(flavor: str, dtype: str) -> str:
     return previous
 
 
+TWINNED = (Embedding, GlobalAveragePooling1D, Dense)
+
+
+def untwinned(np_model) -> list[str]:
+    """The names of np_model's layer types that have no Keras twin here (an LSTM's parity is
+    parity_tests/test_lstm_parity.py's); [] when build(np_model) can make its twin."""
+    return sorted({type(layer).__name__ for layer in np_model.layers if not isinstance(layer, TWINNED)})
+
+
 def build(np_model, flavor: str = "keras3"):
     """A ``Sequential`` of that Keras with np_model's architecture, dtype and weights."""
     keras = keras_module(flavor)

@@ -378,8 +378,8 @@ class Dropout(Layer):
         return {"draws": self.draws}
 
     def load_state(self, state: dict) -> None:
-        draws = state.get("draws", 0)
-        if set(state) - {"draws"} or not is_integer(draws) or draws < 0:
+        draws = state.get("draws")
+        if set(state) != {"draws"} or not is_integer(draws) or draws < 0:
             raise ValueError(f"layer {self.name}: a Dropout state is {{'draws': an integer >= 0}}, got {state!r}")
         self.draws = int(draws)
 

@@ -132,10 +132,18 @@ class Sequential:
             step_input = out
             out = step.forward(step_input, mask)
             mask = step.compute_mask(step_input, mask)
+        self.forward_output_shape = out.shape
         return out
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Backpropagate dL/dlogits (B, 1) through every step, filling each layer's grads."""
+        expected = getattr(self, "forward_output_shape", None)
+        if expected is None:
+            raise RuntimeError("backward() needs a forward() of the same batch first (or call "
+                               "compute_gradients(ids, labels), which does both)")
+        if np.shape(dlogits) != expected:
+            raise ValueError(f"backward() takes dL/dlogits shaped like the last forward's output, "
+                             f"{expected}, got {np.shape(dlogits)}")
         grad = dlogits
         for step in reversed(self.steps):
             grad = step.backward(grad)

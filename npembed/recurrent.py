@@ -131,6 +131,9 @@ class LSTM(Layer):
                  name: str | None = None):
         super().__init__(name)
         self.units = positive_int(units, f"LSTM needs a positive integer number of units, got {units!r}")
+        for flag, value in (("return_sequences", return_sequences), ("go_backwards", go_backwards)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"LSTM's {flag} must be True or False, got {value!r}")
         self.return_sequences = bool(return_sequences)
         self.go_backwards = bool(go_backwards)
         self.zero_output_for_mask = False
@@ -223,6 +226,9 @@ def _carries_final(layer, mask) -> bool:
 def run_backward(lstms, douts, cache):
     """The backward of :func:`run_forward`: each layer's dout -> dx (B, T, D) summed over the
     layers; fills each layer's grads."""
+    if not cache:
+        raise RuntimeError(f"{lstms[0].name}: backward() needs a forward() of the same batch first")
+    _check_douts(lstms, douts, cache)
     joint = cache.get("joint")
     if joint is None:
         return sum(layer.reference_backward(dout) for layer, dout in zip(lstms, douts))
@@ -244,6 +250,18 @@ def run_backward(lstms, douts, cache):
     for layer, layer_grads in zip(lstms, grads):
         layer.grads.update(zip(("kernel", "recurrent_kernel", "bias"), layer_grads))
     return dx
+
+
+def _check_douts(lstms, douts, cache) -> None:
+    """ValueError unless each dout has its layer's output shape for the batch of the forward
+    (NumPy would broadcast a (1, U) dout over the batch without a word)."""
+    joint = cache.get("joint")
+    batch, seq_len = (joint["x_shape"] if joint is not None else cache["shape"])[:2]
+    for layer, dout in zip(lstms, douts):
+        expected = (batch, seq_len, layer.units) if layer.return_sequences else (batch, layer.units)
+        if np.shape(dout) != expected:
+            raise ValueError(f"{layer.name}: backward() takes dout of shape {expected} (its output's), "
+                             f"got {np.shape(dout)}")
 
 
 class Bidirectional(Layer):

@@ -25,6 +25,9 @@ never branch on a model's name.  A model module defines:
     model cannot take.
 ``table_rows(config, vocab_size) -> int``
     rows of its embedding table (the memory check uses it before anything is built).
+``position_bytes(config) -> int`` (optional)
+    bytes its layers keep per position of a batch beyond one embedding pass (an LSTM's
+    per-step cache): the memory check adds them.
 ``prepare(split, config, vocab_size, cache_folder=None) -> EncodedSplit``
     one split (``datasets.EncodedSplit``) as the model's inputs: every command that feeds the
     model (train, evaluate, predict, grads) goes through it, so that they all see the same ids.

@@ -57,6 +57,12 @@ def check(config, vocab_size: int) -> None:
         raise UsageError(f"--model {config.model} has its Dense(relu) layer: --hidden-units must be at least 1")
 
 
+def position_bytes(config) -> int:
+    """Bytes the LSTMs keep per position of a batch for backward (the memory check): two
+    directions, about eight float32 arrays of U per step (gates, cell, tanh(cell), h, dh)."""
+    return 2 * 8 * 4 * config.model_options["lstm_units"]
+
+
 table_rows = tutorial.table_rows
 prepare = tutorial.prepare
 splits = tutorial.splits                  # validation on the test split, as the tutorial does

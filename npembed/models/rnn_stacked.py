@@ -21,6 +21,12 @@ defaults, check = rnn.defaults, rnn.check
 table_rows, prepare, splits, fit_step = rnn.table_rows, rnn.prepare, rnn.splits, rnn.fit_step
 
 
+def position_bytes(config) -> int:
+    """rnn's, for its first recurrent layer, plus its second's (half the units) and the
+    first's output sequence (2U float32 per position)."""
+    return rnn.position_bytes(config) * 3 // 2 + 2 * 4 * config.model_options["lstm_units"]
+
+
 def stacked_model(vocab_size: int = 8185, embedding_dim: int = 64, lstm_units: int = 64, hidden_units: int = 64,
                   mask_zero: bool = False, seed: int | None = None, dtype="float32") -> Sequential:
     """The stacked model's layers, uncompiled."""
