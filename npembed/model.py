@@ -61,6 +61,7 @@ class Sequential:
         self.name = name
         self.dtype = check_float_dtype(dtype)
         self.seed = seed
+        self.forward_output_shape = None  # the last forward's (B, units); backward checks against it
         self.optimizer = None             # compile() sets it: optimizers.Adam, SGD, RowwiseAdagrad
         self.loss = BinaryCrossentropy(from_logits=True)
         self.metrics: list[metrics_module.BinaryAccuracy] = []
@@ -137,7 +138,7 @@ class Sequential:
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Backpropagate dL/dlogits (B, 1) through every step, filling each layer's grads."""
-        expected = getattr(self, "forward_output_shape", None)
+        expected = self.forward_output_shape
         if expected is None:
             raise RuntimeError("backward() needs a forward() of the same batch first (or call "
                                "compute_gradients(ids, labels), which does both)")

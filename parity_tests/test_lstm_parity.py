@@ -87,11 +87,17 @@ def test_float64_loss_and_every_gradient(flavor, mask_zero, weights_kind, float6
         outputs = keras_twin.forward(twin, ids)
         mine = model.forward(ids)
         np.testing.assert_allclose(mine, outputs[model.layers[-1].name], rtol=1e-12, atol=0)
-        keras_loss, keras_grads = lstm_twin.gradients(twin, ids, labels, training=True)
-        loss, grads = lstm_twin.np_gradients(model, ids, labels, training=True)
-        assert abs(loss - keras_loss) <= 1e-13 * abs(keras_loss)
-        for name, grad, keras_grad in zip(model.weight_names, grads, keras_grads):
-            assert _normwise(grad, keras_grad) < FLOAT64_GRADIENT, f"{flavor}: {name}"
+        _assert_float64_loss_and_gradients(model, twin, ids, labels, True, flavor)
+
+
+def _assert_float64_loss_and_gradients(model, twin, ids, labels, training: bool, flavor: str) -> None:
+    """npembed's float64 loss within 1e-13 of Keras's and every weight's gradient within
+    FLOAT64_GRADIENT of it, normwise."""
+    keras_loss, keras_grads = lstm_twin.gradients(twin, ids, labels, training=training)
+    loss, grads = lstm_twin.np_gradients(model, ids, labels, training=training)
+    assert abs(loss - keras_loss) <= 1e-13 * abs(keras_loss)
+    for name, grad, keras_grad in zip(model.weight_names, grads, keras_grads):
+        assert _normwise(grad, keras_grad) < FLOAT64_GRADIENT, f"{flavor}: {name}"
 
 
 @pytest.mark.parametrize("mask_zero", MASKS)
@@ -112,11 +118,7 @@ def test_float64_stacked_model(flavor, mask_zero, dropout, float64_keras, short_
         out = layer.forward(layer_input, mask)
         np.testing.assert_allclose(out, outputs[layer.name], rtol=0, atol=1e-13, err_msg=layer.name)
         mask, layer_input = layer.compute_mask(layer_input, mask), out
-    keras_loss, keras_grads = lstm_twin.gradients(twin, ids, labels, training=training)
-    loss, grads = lstm_twin.np_gradients(model, ids, labels, training=training)
-    assert abs(loss - keras_loss) <= 1e-13 * abs(keras_loss)
-    for name, grad, keras_grad in zip(model.weight_names, grads, keras_grads):
-        assert _normwise(grad, keras_grad) < FLOAT64_GRADIENT, f"{flavor}: {name}"
+    _assert_float64_loss_and_gradients(model, twin, ids, labels, training, flavor)
 
 
 @pytest.mark.parametrize("mask_zero", MASKS)
